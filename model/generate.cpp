@@ -1,0 +1,82 @@
+#include "model/generate.h"
+
+#include <algorithm>
+
+#include "util/error.h"
+
+namespace judgeq {
+
+torch::Tensor prefill(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
+                      KVCache& cache, int64_t chunk) {
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  check(B > 0, "no prompts to prefill");
+  int64_t T = 0;
+  for (auto& p : prompts) {
+    check(!p.empty(), "empty prompt; give at least one token");
+    T = std::max<int64_t>(T, static_cast<int64_t>(p.size()));
+  }
+  const int64_t max_pos = model.config().max_position_embeddings;
+  check(T <= max_pos, "prompt too long (got ", T, " tokens, expected at most max_position_embeddings = ", max_pos,
+        "); shorten or truncate the prompt");
+  for (auto& p : prompts)
+    for (auto id : p)
+      check(id >= 0 && id < model.config().vocab_size, "token id out of range (got ", id, ", expected 0..",
+            model.config().vocab_size - 1, "); use ids from this model's tokenizer");
+  auto ids = torch::zeros({B, T}, torch::kInt64);
+  auto pos = torch::zeros({B, T}, torch::kInt64);
+  auto valid = torch::ones({B, T}, torch::kBool);
+  bool ragged = false;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = static_cast<int64_t>(prompts[b].size()), pad = T - n;
+    ragged |= pad > 0;
+    for (int64_t t = 0; t < n; ++t) {
+      ids[b][pad + t] = prompts[b][t];
+      pos[b][pad + t] = t;
+    }
+    for (int64_t t = 0; t < pad; ++t) valid[b][t] = false;
+  }
+  ForwardOptions fo;
+  fo.positions = pos;
+  if (ragged) fo.token_valid = valid;
+  fo.chunk = chunk;
+  auto logits = model.forward(ids, cache, fo);  // [B, 1, V]
+  return logits.select(1, 0);
+}
+
+GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Tensor next_logits,
+                             const GenerateOptions& opt) {
+  const int64_t B = next_logits.size(0);
+  GenerateResult r;
+  r.tokens.assign(B, {});
+  r.finish.assign(B, "length");
+  std::vector<bool> done(B, false);
+  int64_t n_done = 0;
+  for (int64_t step = 0; step < opt.max_new_tokens && n_done < B; ++step) {
+    auto next = next_logits.argmax(-1).to(torch::kCPU);  // [B]
+    auto acc = next.accessor<int64_t, 1>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (done[b]) continue;
+      r.tokens[b].push_back(acc[b]);
+      if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), acc[b]) != opt.stop_ids.end()) {
+        done[b] = true;
+        r.finish[b] = "stop";
+        ++n_done;
+      }
+    }
+    if (n_done == B || step + 1 == opt.max_new_tokens) break;
+    ForwardOptions fo;
+    fo.chunk = opt.chunk;
+    next_logits = model.forward(next.view({B, 1}), cache, fo).select(1, 0);
+  }
+  return r;
+}
+
+GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
+                        const GenerateOptions& opt) {
+  KVCache cache = model.new_cache(static_cast<int64_t>(prompts.size()));
+  torch::NoGradGuard ng;
+  auto logits = prefill(model, prompts, cache, opt.chunk);
+  return decode_greedy(model, cache, logits, opt);
+}
+
+}  // namespace judgeq

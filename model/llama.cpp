@@ -1,0 +1,302 @@
+#include "model/llama.h"
+
+#include <cmath>
+#include <map>
+
+#include "util/compat.h"
+#include "util/error.h"
+#include "util/safetensors.h"
+
+namespace judgeq {
+
+namespace {
+
+// HF's inverse frequencies, in float32 exactly as transformers computes them.
+torch::Tensor rope_inv_freq(const ModelConfig& c) {
+  auto idx = torch::arange(0, c.head_dim, 2, torch::kInt64).to(torch::kFloat32);
+  auto inv = 1.0 / torch::pow(torch::tensor(c.rope_theta, torch::kFloat32), idx / static_cast<double>(c.head_dim));
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == "linear") return inv / s.factor;
+  if (s.type == "llama3") {
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    auto wavelen = 2.0 * M_PI / inv;
+    auto scaled = torch::where(wavelen > low_wavelen, inv / s.factor, inv);
+    auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+    auto smoothed = (1.0 - smooth) * scaled / s.factor + smooth * scaled;
+    auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    return torch::where(medium, smoothed, scaled);
+  }
+  return inv;
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return torch::cat({-halves[1], halves[0]}, -1);
+}
+
+}  // namespace
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, torch::Device device, torch::Dtype dtype) {
+  auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
+  m->config_ = ModelConfig::load(dir);
+  m->dir_ = dir;
+  m->device_ = device;
+  m->dtype_ = dtype;
+  const ModelConfig& c = m->config_;
+  Checkpoint ckpt(dir);
+
+  // Tensor names are data: one table of expected names and shapes, checked all at once.
+  std::map<std::string, std::vector<int64_t>> expected;
+  const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+  expected["model.embed_tokens.weight"] = {c.vocab_size, c.hidden_size};
+  expected["model.norm.weight"] = {c.hidden_size};
+  if (!c.tie_word_embeddings) expected["lm_head.weight"] = {c.vocab_size, c.hidden_size};
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    expected[p + "self_attn.q_proj.weight"] = {qd, c.hidden_size};
+    expected[p + "self_attn.k_proj.weight"] = {kvd, c.hidden_size};
+    expected[p + "self_attn.v_proj.weight"] = {kvd, c.hidden_size};
+    expected[p + "self_attn.o_proj.weight"] = {c.hidden_size, qd};
+    expected[p + "mlp.gate_proj.weight"] = {c.intermediate_size, c.hidden_size};
+    expected[p + "mlp.up_proj.weight"] = {c.intermediate_size, c.hidden_size};
+    expected[p + "mlp.down_proj.weight"] = {c.hidden_size, c.intermediate_size};
+    expected[p + "input_layernorm.weight"] = {c.hidden_size};
+    expected[p + "post_attention_layernorm.weight"] = {c.hidden_size};
+  }
+  std::vector<std::string> missing, unexpected, misshaped;
+  for (auto& [name, shape] : expected) {
+    if (!ckpt.contains(name)) {
+      missing.push_back(name);
+      continue;
+    }
+    auto info = ckpt.info(name);
+    if (info.shape != shape) {
+      std::string got, want;
+      for (auto s : info.shape) got += (got.empty() ? "" : ",") + std::to_string(s);
+      for (auto s : shape) want += (want.empty() ? "" : ",") + std::to_string(s);
+      misshaped.push_back(name + " [" + got + "] vs [" + want + "]");
+    }
+  }
+  for (auto& name : ckpt.names()) {
+    const bool ignorable = name.find("rotary_emb.inv_freq") != std::string::npos ||
+                           (c.tie_word_embeddings && name == "lm_head.weight");
+    if (!expected.count(name) && !ignorable) unexpected.push_back(name);
+  }
+  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
+    auto join = [](const std::vector<std::string>& v) {
+      std::string s;
+      const size_t show = std::min<size_t>(v.size(), 8);
+      for (size_t i = 0; i < show; ++i) s += (i ? ", " : "") + v[i];
+      if (v.size() > show) s += ", ... (" + std::to_string(v.size()) + " in all)";
+      return s;
+    };
+    std::string msg = "weights in " + dir + " do not match config.json:";
+    if (!missing.empty()) msg += " missing " + join(missing) + ";";
+    if (!misshaped.empty()) msg += " wrong shape " + join(misshaped) + ";";
+    if (!unexpected.empty()) msg += " unexpected " + join(unexpected) + ";";
+    fail(msg, " re-download the checkpoint or fix config.json");
+  }
+
+  auto get = [&](const std::string& name) { return ckpt.get(name, dtype).to(device); };
+  m->embed_ = get("model.embed_tokens.weight");
+  m->norm_ = get("model.norm.weight");
+  m->lm_head_ = c.tie_word_embeddings ? m->embed_ : get("lm_head.weight");
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer L;
+    L.w_qkv = torch::cat({get(p + "self_attn.q_proj.weight"), get(p + "self_attn.k_proj.weight"),
+                          get(p + "self_attn.v_proj.weight")}, 0);
+    L.w_o = get(p + "self_attn.o_proj.weight");
+    L.w_gate_up = torch::cat({get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")}, 0);
+    L.w_down = get(p + "mlp.down_proj.weight");
+    L.norm_attn = get(p + "input_layernorm.weight");
+    L.norm_mlp = get(p + "post_attention_layernorm.weight");
+    m->layers_.push_back(std::move(L));
+  }
+  m->inv_freq_ = rope_inv_freq(c).to(device);
+  return m;
+}
+
+KVCache LlamaModel::new_cache(int64_t batch) const {
+  return KVCache(config_.n_layers, batch, config_.n_kv_heads, config_.head_dim, dtype_, device_);
+}
+
+torch::Tensor LlamaModel::embed(const torch::Tensor& ids) const {
+  return torch::embedding(embed_, ids.to(device_, torch::kInt64));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_weights() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out = {{"embed", embed_}, {"norm", norm_}, {"lm_head", lm_head_}};
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const std::string p = "layer" + std::to_string(l) + ".";
+    const Layer& L = layers_[l];
+    out.insert(out.end(), {{p + "qkv", L.w_qkv}, {p + "o", L.w_o}, {p + "gate_up", L.w_gate_up},
+                           {p + "down", L.w_down}, {p + "norm_attn", L.norm_attn}, {p + "norm_mlp", L.norm_mlp}});
+  }
+  return out;
+}
+
+// HF LlamaRMSNorm: statistics in float32, scale applied after casting back.
+torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& w) const {
+  auto h = x.to(torch::kFloat32);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + config_.rms_norm_eps);
+  return w * h.to(x.scalar_type());
+}
+
+// q [B, H, Tq, D]; k, v [B, H_kv, Tk, D] with the Tq new keys last; key_valid [B, H_kv, Tk] or
+// undefined; q_pos [B, Tq], k_pos [B, H_kv, Tk] (sliding window only). Returns [B, H, Tq, D].
+torch::Tensor LlamaModel::attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                    const torch::Tensor& key_valid, const torch::Tensor& q_pos,
+                                    const torch::Tensor& k_pos, bool manual) const {
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
+  const int64_t Hkv = k.size(1), Tk = k.size(2), G = H / Hkv, past = Tk - Tq;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const bool window = config_.sliding_window && Tk > *config_.sliding_window;
+  const bool plain_causal = past == 0 && !key_valid.defined() && !window;
+
+  // allowed(b, h_kv, i, j) for query rows [r0, r1): causal by index, key validity, window; a
+  // query may always see itself so padded rows never turn into NaN.
+  auto allowed = [&](int64_t r0, int64_t r1) {
+    auto opt = torch::TensorOptions().device(q.device()).dtype(torch::kInt64);
+    auto qi = torch::arange(r0, r1, opt).unsqueeze(1) + past;  // [r, 1] key index of the query
+    auto kj = torch::arange(Tk, opt).unsqueeze(0);              // [1, Tk]
+    auto m = (kj <= qi).view({1, 1, r1 - r0, Tk});
+    if (key_valid.defined()) m = m.logical_and(key_valid.unsqueeze(2));
+    if (window) {
+      auto qp = q_pos.narrow(1, r0, r1 - r0).view({B, 1, r1 - r0, 1});
+      m = m.logical_and(k_pos.unsqueeze(2) > qp - *config_.sliding_window);
+    }
+    return m.logical_or((kj == qi).view({1, 1, r1 - r0, Tk}));  // [B|1, H_kv|1, r, Tk]
+  };
+
+#if JUDGEQ_HAVE_SDPA
+  if (!manual) {
+    if (plain_causal) return compat::fused_attention(q, k, v, torch::Tensor(), true, scale);
+    auto m = allowed(0, Tq);  // [B|1, H_kv|1, Tq, Tk]
+    if (m.size(1) > 1) m = m.repeat_interleave(G, 1);
+    return compat::fused_attention(q, k, v, m.expand({B, m.size(1), Tq, Tk}), false, scale);
+  }
+#endif
+  (void)plain_causal;
+  (void)manual;
+  // Reference/fallback path: grouped matmuls (no repeat_kv copies), query rows in chunks so that
+  // the score block stays small.
+  auto qg = q.view({B, Hkv, G, Tq, D});
+  auto out = torch::empty_like(q).view({B, Hkv, G, Tq, D});
+  const int64_t budget = int64_t(1) << 26;  // score elements per block
+  const int64_t rows = std::max<int64_t>(1, budget / std::max<int64_t>(1, B * H * Tk));
+  auto kt = k.transpose(-1, -2).unsqueeze(2);  // [B, H_kv, 1, D, Tk]
+  auto v5 = v.unsqueeze(2);                    // [B, H_kv, 1, Tk, D]
+  for (int64_t r0 = 0; r0 < Tq; r0 += rows) {
+    const int64_t r1 = std::min(Tq, r0 + rows);
+    auto s = torch::matmul(qg.narrow(3, r0, r1 - r0), kt).to(torch::kFloat32) * scale;  // [B,Hkv,G,r,Tk]
+    auto m = allowed(r0, r1).unsqueeze(2);
+    s = s.masked_fill(m.logical_not(), -std::numeric_limits<float>::infinity());
+    auto p = torch::softmax(s, -1).to(q.scalar_type());
+    out.narrow(3, r0, r1 - r0).copy_(torch::matmul(p, v5));
+  }
+  return out.view({B, H, Tq, D});
+}
+
+torch::Tensor LlamaModel::logits_rows(const torch::Tensor& h, const ForwardOptions& opt) const {
+  const int64_t T = h.size(1);
+  torch::Tensor sel;
+  if (opt.all_logits) {
+    sel = h;
+  } else {
+    if (opt.logit_rows.empty()) return torch::empty({h.size(0), 0, config_.vocab_size}, h.options().dtype(torch::kFloat32));
+    std::vector<int64_t> rows;
+    for (auto r : opt.logit_rows) {
+      const int64_t rr = r < 0 ? T + r : r;
+      TORCH_CHECK(rr >= 0 && rr < T, "logit row ", r, " out of range for ", T, " tokens");
+      rows.push_back(rr);
+    }
+    sel = h.index_select(1, torch::tensor(rows, torch::kInt64).to(h.device()));
+  }
+  return torch::linear(rms_norm(sel, norm_), lm_head_).to(torch::kFloat32);
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, const ForwardOptions& opt) const {
+  const ModelConfig& c = config_;
+  torch::Tensor h = opt.inputs_embeds.defined() ? opt.inputs_embeds.to(device_, dtype_) : embed(ids);
+  TORCH_CHECK(h.dim() == 3 && h.size(2) == c.hidden_size, "forward: input must be [B, T, hidden]");
+  const int64_t B = h.size(0), T = h.size(1), H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
+  TORCH_CHECK(B == cache.batch(), "forward: batch ", B, " does not match the cache's ", cache.batch());
+  auto ipt = torch::TensorOptions().dtype(torch::kInt64);
+  torch::Tensor pos = opt.positions;
+  if (!pos.defined()) {
+    auto start = torch::tensor(cache.next_positions(), ipt).view({B, 1});
+    pos = start + torch::arange(T, ipt).view({1, T});
+  }
+  pos = pos.to(device_, torch::kInt64);
+  torch::Tensor tok_valid = opt.token_valid.defined() ? opt.token_valid.to(device_, torch::kBool) : torch::Tensor();
+
+  // cos/sin [B, 1, T, D], float32 then the model dtype, as HF does.
+  auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1);
+  auto cos = emb.cos().to(dtype_).unsqueeze(1), sin = emb.sin().to(dtype_).unsqueeze(1);
+  const bool manual = opt.force_manual_attention || !compat::kHaveFusedAttention;
+  const int64_t chunk = std::max<int64_t>(1, opt.chunk);
+
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const Layer& L = layers_[l];
+    auto qkv = torch::linear(rms_norm(h, L.norm_attn), L.w_qkv);  // [B, T, (H + 2 H_kv) D]
+    auto parts = qkv.split({H * D, Hkv * D, Hkv * D}, -1);
+    auto q = parts[0].view({B, T, H, D}).transpose(1, 2);
+    auto k = parts[1].view({B, T, Hkv, D}).transpose(1, 2);
+    auto v = parts[2].view({B, T, Hkv, D}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+
+    torch::Tensor K, V, kvalid, kpos;
+    if (opt.append) {
+      cache.append(l, k, v, pos, tok_valid);
+      K = cache.keys(l);
+      V = cache.values(l);
+      kvalid = cache.valid(l);
+      if (c.sliding_window) kpos = cache.positions(l);
+    } else {
+      K = torch::cat({cache.keys(l), k}, 2);
+      V = torch::cat({cache.values(l), v}, 2);
+      auto cv = cache.valid(l);
+      if (cv.defined() || tok_valid.defined()) {
+        if (!cv.defined()) cv = torch::ones({B, Hkv, cache.len(l)}, ipt.dtype(torch::kBool).device(device_));
+        auto nv = tok_valid.defined() ? tok_valid.unsqueeze(1).expand({B, Hkv, T})
+                                      : torch::ones({B, Hkv, T}, ipt.dtype(torch::kBool).device(device_));
+        kvalid = torch::cat({cv, nv}, 2);
+      }
+      if (c.sliding_window) kpos = torch::cat({cache.positions(l), pos.unsqueeze(1).expand({B, Hkv, T})}, 2);
+    }
+    if (opt.probe) opt.probe->on_layer(l, q, K, V, kvalid);
+    auto a = attention(q, K, V, kvalid, pos, kpos, manual);       // [B, H, T, D]
+    h = h + torch::linear(a.transpose(1, 2).reshape({B, T, H * D}), L.w_o);
+
+    // SwiGLU MLP in token chunks: the [T, 2I] intermediate is the largest activation.
+    auto mlp = [&](const torch::Tensor& x) {
+      auto gu = torch::linear(rms_norm(x, L.norm_mlp), L.w_gate_up).chunk(2, -1);
+      return torch::linear(torch::silu(gu[0]) * gu[1], L.w_down);
+    };
+    if (T <= chunk) {
+      h = h + mlp(h);
+    } else {
+      auto out = torch::empty_like(h);
+      for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        const int64_t n = std::min(chunk, T - t0);
+        auto hs = h.narrow(1, t0, n);
+        out.narrow(1, t0, n).copy_(hs + mlp(hs));
+      }
+      h = out;
+    }
+  }
+  if (opt.append) {
+    auto next = cache.next_positions();
+    auto last = pos.select(1, T - 1).to(torch::kCPU);
+    for (int64_t b = 0; b < B; ++b) next[b] = last[b].item<int64_t>() + 1;
+    cache.set_next_positions(next);
+  }
+  return logits_rows(h, opt);
+}
+
+}  // namespace judgeq

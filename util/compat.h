@@ -1,0 +1,44 @@
+// Every difference between the LibTorch versions judgeq builds against (Debian's 1.13 on CPU
+// machines, 2.x with CUDA on GPU machines) lives here.
+#pragma once
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#if TORCH_VERSION_MAJOR >= 2
+#define JUDGEQ_HAVE_SDPA 1
+#else
+#define JUDGEQ_HAVE_SDPA 0
+#endif
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+#define JUDGEQ_HAVE_SDPA_GQA 1
+#else
+#define JUDGEQ_HAVE_SDPA_GQA 0
+#endif
+
+namespace judgeq::compat {
+
+inline constexpr bool kHaveFusedAttention = JUDGEQ_HAVE_SDPA;
+
+inline std::string torch_version() { return TORCH_VERSION; }
+
+#if JUDGEQ_HAVE_SDPA
+// q [B,H,Tq,D]; k, v [B,H_kv,Tk,D]; mask: bool [.., Tq, Tk] (true = attend) or undefined.
+inline torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                     const torch::Tensor& v, const torch::Tensor& mask,
+                                     bool is_causal, double scale) {
+#if JUDGEQ_HAVE_SDPA_GQA
+  return at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask)
+                                                                  : c10::nullopt,
+                                          0.0, is_causal, scale, /*enable_gqa=*/k.size(1) != q.size(1));
+#else
+  const int64_t group = q.size(1) / k.size(1);
+  auto kk = group == 1 ? k : k.repeat_interleave(group, 1);
+  auto vv = group == 1 ? v : v.repeat_interleave(group, 1);
+  return at::scaled_dot_product_attention(q, kk, vv, mask.defined() ? c10::optional<at::Tensor>(mask)
+                                                                    : c10::nullopt,
+                                          0.0, is_causal, scale);
+#endif
+}
+#endif
+
+}  // namespace judgeq::compat
