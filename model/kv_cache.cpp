@@ -101,6 +101,17 @@ void KVCache::gather(int64_t l, const torch::Tensor& idx, const torch::Tensor& k
   L.len = kk;
 }
 
+void KVCache::restrict(int64_t l, const torch::Tensor& keep) {
+  Layer& L = layers_.at(l);
+  TORCH_CHECK(keep.dim() == 3 && keep.size(2) == L.len, "KVCache::restrict: keep must be [B, H_kv, T]");
+  auto kv = keep.to(device_, torch::kBool);
+  auto old = valid(l);
+  L.valid = (old.defined() ? old.logical_and(kv) : kv).contiguous();
+  L.k = keys(l).contiguous();
+  L.v = values(l).contiguous();
+  L.pos = positions(l).contiguous();
+}
+
 void KVCache::truncate(int64_t len) {
   for (auto& L : layers_) L.len = std::min(L.len, len);
 }

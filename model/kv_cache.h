@@ -41,6 +41,8 @@ class KVCache {
   // Keeps, per (batch, head), the entries at idx [B, H_kv, K] (in that order). keep_valid
   // [B, H_kv, K] bool marks padding rows of ragged selections (undefined: all kept).
   void gather(int64_t layer, const torch::Tensor& idx, const torch::Tensor& keep_valid = {});
+  // Marks entries outside keep [B, H_kv, T] (bool) invalid: the masking reference of eviction.
+  void restrict(int64_t layer, const torch::Tensor& keep);
   // Drops every entry at index >= len in all layers (e.g. soft tokens appended after a prompt).
   void truncate(int64_t len);
 

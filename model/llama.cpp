@@ -38,33 +38,33 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
 
 }  // namespace
 
-std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, torch::Device device, torch::Dtype dtype) {
-  auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
-  m->config_ = ModelConfig::load(dir);
-  m->dir_ = dir;
-  m->device_ = device;
-  m->dtype_ = dtype;
-  const ModelConfig& c = m->config_;
-  Checkpoint ckpt(dir);
-
-  // Tensor names are data: one table of expected names and shapes, checked all at once.
-  std::map<std::string, std::vector<int64_t>> expected;
+std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaModel::expected_weights(const ModelConfig& c) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> e;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
-  expected["model.embed_tokens.weight"] = {c.vocab_size, c.hidden_size};
-  expected["model.norm.weight"] = {c.hidden_size};
-  if (!c.tie_word_embeddings) expected["lm_head.weight"] = {c.vocab_size, c.hidden_size};
+  e.push_back({"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}});
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    expected[p + "self_attn.q_proj.weight"] = {qd, c.hidden_size};
-    expected[p + "self_attn.k_proj.weight"] = {kvd, c.hidden_size};
-    expected[p + "self_attn.v_proj.weight"] = {kvd, c.hidden_size};
-    expected[p + "self_attn.o_proj.weight"] = {c.hidden_size, qd};
-    expected[p + "mlp.gate_proj.weight"] = {c.intermediate_size, c.hidden_size};
-    expected[p + "mlp.up_proj.weight"] = {c.intermediate_size, c.hidden_size};
-    expected[p + "mlp.down_proj.weight"] = {c.hidden_size, c.intermediate_size};
-    expected[p + "input_layernorm.weight"] = {c.hidden_size};
-    expected[p + "post_attention_layernorm.weight"] = {c.hidden_size};
+    e.push_back({p + "self_attn.q_proj.weight", {qd, c.hidden_size}});
+    e.push_back({p + "self_attn.k_proj.weight", {kvd, c.hidden_size}});
+    e.push_back({p + "self_attn.v_proj.weight", {kvd, c.hidden_size}});
+    e.push_back({p + "self_attn.o_proj.weight", {c.hidden_size, qd}});
+    e.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}});
+    e.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}});
+    e.push_back({p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}});
+    e.push_back({p + "input_layernorm.weight", {c.hidden_size}});
+    e.push_back({p + "post_attention_layernorm.weight", {c.hidden_size}});
   }
+  e.push_back({"model.norm.weight", {c.hidden_size}});
+  if (!c.tie_word_embeddings) e.push_back({"lm_head.weight", {c.vocab_size, c.hidden_size}});
+  return e;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, torch::Device device, torch::Dtype dtype) {
+  const ModelConfig c = ModelConfig::load(dir);
+  Checkpoint ckpt(dir);
+  // Tensor names are data: one table of expected names and shapes, checked all at once.
+  std::map<std::string, std::vector<int64_t>> expected;
+  for (auto& [name, shape] : expected_weights(c)) expected[name] = shape;
   std::vector<std::string> missing, unexpected, misshaped;
   for (auto& [name, shape] : expected) {
     if (!ckpt.contains(name)) {
@@ -98,8 +98,25 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, torch::Devi
     if (!unexpected.empty()) msg += " unexpected " + join(unexpected) + ";";
     fail(msg, " re-download the checkpoint or fix config.json");
   }
+  auto m = from_weights(c, [&](const std::string& name, const std::vector<int64_t>&) { return ckpt.get(name, dtype); },
+                        device, dtype);
+  m->dir_ = dir;
+  return m;
+}
 
-  auto get = [&](const std::string& name) { return ckpt.get(name, dtype).to(device); };
+std::unique_ptr<LlamaModel> LlamaModel::from_weights(const ModelConfig& c, const WeightSource& src,
+                                                     torch::Device device, torch::Dtype dtype) {
+  auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
+  m->config_ = c;
+  m->device_ = device;
+  m->dtype_ = dtype;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (auto& [name, shape] : expected_weights(c)) shapes[name] = shape;
+  auto get = [&](const std::string& name) {
+    auto t = src(name, shapes.at(name)).to(device, dtype);
+    TORCH_CHECK(t.sizes().vec() == shapes.at(name), "weight ", name, " has the wrong shape");
+    return t;
+  };
   m->embed_ = get("model.embed_tokens.weight");
   m->norm_ = get("model.norm.weight");
   m->lm_head_ = c.tie_word_embeddings ? m->embed_ : get("lm_head.weight");
@@ -249,6 +266,12 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     auto v = parts[2].view({B, T, Hkv, D}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
+    if (cache.n_kv_heads() != Hkv) {
+      // A cache in query-head layout (one entry set per query head, KVCache-Factory style).
+      TORCH_CHECK(cache.n_kv_heads() == H, "forward: cache has ", cache.n_kv_heads(), " heads, expected ", Hkv, " or ", H);
+      k = k.repeat_interleave(H / Hkv, 1);
+      v = v.repeat_interleave(H / Hkv, 1);
+    }
 
     torch::Tensor K, V, kvalid, kpos;
     if (opt.append) {
@@ -262,12 +285,13 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
       V = torch::cat({cache.values(l), v}, 2);
       auto cv = cache.valid(l);
       if (cv.defined() || tok_valid.defined()) {
-        if (!cv.defined()) cv = torch::ones({B, Hkv, cache.len(l)}, ipt.dtype(torch::kBool).device(device_));
-        auto nv = tok_valid.defined() ? tok_valid.unsqueeze(1).expand({B, Hkv, T})
-                                      : torch::ones({B, Hkv, T}, ipt.dtype(torch::kBool).device(device_));
+        const int64_t hc = cache.n_kv_heads();
+        if (!cv.defined()) cv = torch::ones({B, hc, cache.len(l)}, ipt.dtype(torch::kBool).device(device_));
+        auto nv = tok_valid.defined() ? tok_valid.unsqueeze(1).expand({B, hc, T})
+                                      : torch::ones({B, hc, T}, ipt.dtype(torch::kBool).device(device_));
         kvalid = torch::cat({cv, nv}, 2);
       }
-      if (c.sliding_window) kpos = torch::cat({cache.positions(l), pos.unsqueeze(1).expand({B, Hkv, T})}, 2);
+      if (c.sliding_window) kpos = torch::cat({cache.positions(l), pos.unsqueeze(1).expand({B, cache.n_kv_heads(), T})}, 2);
     }
     if (opt.probe) opt.probe->on_layer(l, q, K, V, kvalid);
     auto a = attention(q, K, V, kvalid, pos, kpos, manual);       // [B, H, T, D]

@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,13 @@ class LlamaModel {
   // mis-shaped tensors are all reported in one error.
   static std::unique_ptr<LlamaModel> load(const std::string& dir, torch::Device device,
                                           torch::Dtype dtype);
+  // Builds the model from any source of weights: get(hf_name, shape) returns that tensor (e.g.
+  // seeded random weights for benchmarks at real shapes, without a checkpoint on disk).
+  using WeightSource = std::function<torch::Tensor(const std::string&, const std::vector<int64_t>&)>;
+  static std::unique_ptr<LlamaModel> from_weights(const ModelConfig& config, const WeightSource& get,
+                                                  torch::Device device, torch::Dtype dtype);
+  // The HF tensor names and shapes this config needs, in a fixed order.
+  static std::vector<std::pair<std::string, std::vector<int64_t>>> expected_weights(const ModelConfig& config);
 
   const ModelConfig& config() const { return config_; }
   torch::Device device() const { return device_; }

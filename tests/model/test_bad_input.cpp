@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "model/llama.h"
+#include "model/tokenizer.h"
 #include "util/error.h"
 #include "util/safetensors.h"
 
@@ -99,6 +100,16 @@ TEST(BadInput, MissingWeightsFileAndShards) {
   write_file_atomic(dir + "/model.safetensors.index.json",
                     R"({"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}})");
   expect_error(dir, {"shards", "missing", "model-00001-of-00002.safetensors"});
+}
+
+TEST(BadInput, MissingTokenizer) {
+  auto dir = copy_fixture("notok");
+  try {
+    Tokenizer::load(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir), std::string::npos) << e.what();
+  }
 }
 
 TEST(BadInput, ShardedCheckpointLoads) {

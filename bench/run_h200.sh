@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On the H200 machine: build judgeq against the Python torch's LibTorch, then real-shape parity
+# (Llama-3.1-8B and Mistral-7B-v0.3 configs, seeded random bf16 weights, 8K tokens) and speed vs
+# HF transformers (sdpa, bf16) in the same run. Results land in $OUT (or ./bench_out).
+set -euo pipefail
+OUT=${OUT:-bench_out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0
+PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+EXTRA=$(pwd)/.dev/root
+export JUDGEQ_EXTRA_PREFIX=$EXTRA
+export CPATH=$EXTRA/usr/include${CPATH:+:$CPATH}
+export LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}
+export LD_LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
+  -DJUDGEQ_BUILD_TESTS=OFF -DJUDGEQ_EXCLUDE_REGEX='.*/(data|eval)/.*|.*/trainer/(dataset|trainer)[.]cpp$' >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build-gpu -j16 --target judgeq_bench_real_shape >"$OUT/build.log" 2>&1 || { grep -m20 -E "error" "$OUT/build.log"; tail -20 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+for name in llama-3.1-8b mistral-7b-v0.3; do
+  d=$(mktemp -d); cp bench/configs/$name.json $d/config.json
+  ./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode parity --lengths 8192 --out $d
+  python3 bench/hf_reference.py --config-dir $d --mode parity --lengths 8192 --judgeq $d/judgeq_parity.safetensors --out "$OUT/parity_$name.json"
+done
+d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
+LENGTHS=${LENGTHS:-8192,32768,131072}
+./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode speed --lengths $LENGTHS --out $d
+cp $d/judgeq_speed.json "$OUT/"
+python3 bench/hf_reference.py --config-dir $d --mode speed --lengths $LENGTHS --out "$OUT/hf_speed.json"
+echo "total: $(( $(date +%s) - t0 )) s"

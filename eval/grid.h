@@ -1,0 +1,63 @@
+// The grid engine: one prefill per sample serves every (method, budget) variant; each variant's
+// cache is derived from that prefill and the variants decode together as one batch.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/sample.h"
+#include "kv/method.h"
+#include "model/chat_template.h"
+#include "model/llama.h"
+#include "model/tokenizer.h"
+
+namespace judgeq {
+
+struct GridVariant {
+  std::string method;
+  Budget budget;
+  std::string budget_label;  // "full" for the method that ignores budgets
+  std::shared_ptr<Method> impl;
+};
+
+struct GridOptions {
+  std::string protocol = "paper";  // paper: whole prompt compressed; kvpress: context only, question after
+  ChatTemplate chat = ChatTemplate::None;
+  bool hit_rate = true;            // critical-KV hit rate of each variant vs the oracle at its budget
+  int64_t chunk = 4096;
+  int64_t max_batch = 16;          // variants decoded together at most
+};
+
+struct VariantOutput {
+  std::string method, budget;
+  std::vector<int64_t> tokens;  // generated ids (stop id removed)
+  std::string prediction;
+  double kept_mean = 0;         // entries kept per layer and head, averaged
+  int64_t cache_bytes = 0;      // K/V bytes of the compressed prompt cache
+  std::optional<double> hit_rate;
+};
+
+// Token ids of a sample and how many of them (a prefix) are compressed: all of them under the
+// paper protocol, the context part under kvpress.
+struct SampleIds {
+  std::vector<int64_t> ids;
+  int64_t n_ctx = 0;
+};
+SampleIds build_sample_ids(const Tokenizer& tok, const BenchSample& s, ChatTemplate chat, const std::string& protocol);
+
+// The variants of a grid: every method at every budget, `full` once.
+std::vector<GridVariant> make_grid(const std::vector<std::string>& methods, const std::vector<std::string>& budgets,
+                                   const nlohmann::json& method_options);
+
+// Runs every variant on one sample. decode_alone: one variant at a time, each with its own
+// prefill (the kvpress / KVCache-Factory way; the reference the grid must equal).
+std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& tok, const BenchSample& s,
+                                      const std::vector<GridVariant>& variants, const GridOptions& opt,
+                                      bool decode_alone = false);
+
+std::vector<int64_t> stop_ids_for(const LlamaModel& model, const Tokenizer& tok, ChatTemplate chat);
+
+}  // namespace judgeq

@@ -1,0 +1,192 @@
+#include "kv/compress.h"
+
+#include "kv/scoring.h"
+#include "model/generate.h"
+#include "util/error.h"
+
+namespace judgeq {
+
+void PrefillProbe::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor&,
+                            const torch::Tensor&) {
+  const int64_t T = q.size(2);
+  if (static_cast<int64_t>(q_window.size()) <= layer) q_window.resize(layer + 1);
+  const int64_t w = std::min(needs_.window, T);
+  if (w > 0) q_window[layer] = q.narrow(2, T - w, w).detach().clone();
+  if (!needs_.h2o) return;
+  if (static_cast<int64_t>(h2o.size()) <= layer) h2o.resize(layer + 1);
+  // Column sums of the causal attention, one block of query rows at a time.
+  const int64_t B = q.size(0), H = q.size(1), Tk = k.size(2);
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, B * H * Tk));
+  auto acc = torch::zeros({B, H, Tk}, q.options().dtype(torch::kFloat32));
+  const int64_t past = Tk - T;
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    const int64_t r1 = std::min(T, r0 + rows);
+    auto lim = torch::arange(r0, r1, torch::kInt64) + past + 1;
+    // Keys beyond the block's last row get zero weight; trimming them saves the work.
+    const int64_t kmax = past + r1;
+    acc.narrow(2, 0, kmax) += attention_rows(q.narrow(2, r0, r1 - r0), k.narrow(2, 0, kmax), lim).sum(2);
+  }
+  h2o[layer] = acc;
+}
+
+void QueryRecorder::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor&, const torch::Tensor&,
+                             const torch::Tensor&) {
+  if (static_cast<int64_t>(rows_.size()) <= layer) rows_.resize(layer + 1);
+  rows_[layer].push_back(q.detach());
+}
+
+std::vector<torch::Tensor> QueryRecorder::queries() const {
+  std::vector<torch::Tensor> out;
+  for (auto& r : rows_) out.push_back(torch::cat(r, 2));
+  return out;
+}
+
+namespace {
+class TraceProbe : public AttentionProbe {
+ public:
+  explicit TraceProbe(int64_t n_ctx) : n_ctx_(n_ctx) {}
+  void on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor&,
+                const torch::Tensor&) override {
+    if (static_cast<int64_t>(q_.size()) <= layer) {
+      q_.resize(layer + 1);
+      sum_.resize(layer + 1);
+    }
+    q_[layer].push_back(q.detach());
+    auto p = attention_rows(q, k, q.size(2)).narrow(-1, 0, n_ctx_).sum(2);  // [B, H, n_ctx]
+    sum_[layer] = sum_[layer].defined() ? sum_[layer] + p : p;
+  }
+  std::vector<std::vector<torch::Tensor>> q_;
+  std::vector<torch::Tensor> sum_;
+
+ private:
+  int64_t n_ctx_;
+};
+}  // namespace
+
+DecodeTrace trace_greedy(const LlamaModel& model, KVCache& cache, torch::Tensor next_logits, int64_t n,
+                         const std::vector<int64_t>& stop_ids, int64_t n_ctx) {
+  check(cache.batch() == 1, "trace_greedy decodes one sequence at a time");
+  TraceProbe probe(n_ctx);
+  DecodeTrace tr;
+  torch::NoGradGuard ng;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t tok = next_logits.argmax(-1).item<int64_t>();
+    tr.tokens.push_back(tok);
+    ForwardOptions fo;
+    fo.probe = &probe;
+    next_logits = model.forward(torch::tensor({tok}, torch::kInt64).view({1, 1}), cache, fo).select(1, 0);
+    if (std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end()) break;
+  }
+  for (auto& q : probe.q_) tr.queries.push_back(torch::cat(q, 2));
+  tr.attn_sum = std::move(probe.sum_);
+  return tr;
+}
+
+const DecodeTrace& oracle_trace(const PromptState& st, int64_t n) {
+  struct Memo {
+    int64_t n;
+    DecodeTrace trace;
+  };
+  auto* memo = static_cast<Memo*>(st.oracle_trace.get());
+  if (!memo || memo->n != n) {
+    auto fresh = std::make_shared<Memo>();
+    fresh->n = n;
+    auto cache = st.cache->clone();
+    fresh->trace = trace_greedy(*st.model, cache, st.last_logits, n, st.stop_ids, st.n_ctx);
+    st.oracle_trace = fresh;
+    memo = fresh.get();
+  }
+  return memo->trace;
+}
+
+PromptState prefill_for_compression(const LlamaModel& model, const std::vector<int64_t>& ids, KVCache& cache,
+                                    const Needs& needs, int64_t chunk) {
+  check(!ids.empty(), "empty prompt");
+  const int64_t T = static_cast<int64_t>(ids.size());
+  check(T <= model.config().max_position_embeddings, "prompt too long (got ", T,
+        " tokens, expected at most max_position_embeddings = ", model.config().max_position_embeddings, ")");
+  PrefillProbe probe(needs);
+  ForwardOptions fo;
+  fo.probe = &probe;
+  fo.chunk = chunk;
+  auto logits = model.forward(torch::tensor(ids, torch::kInt64).view({1, T}), cache, fo);
+  PromptState st;
+  st.model = &model;
+  st.cache = &cache;
+  st.n_ctx = cache.len(0);
+  st.q_window = std::move(probe.q_window);
+  st.h2o = std::move(probe.h2o);
+  st.last_logits = logits.select(1, 0);
+  st.stop_ids = model.config().eos_token_ids;
+  return st;
+}
+
+Needs merge_needs(const std::vector<const Method*>& methods) {
+  Needs n;
+  for (auto* m : methods) {
+    auto x = m->needs();
+    n.window = std::max(n.window, x.window);
+    n.h2o = n.h2o || x.h2o;
+  }
+  return n;
+}
+
+namespace {
+// The prompt cache with K/V copied per query head (query-head selection mode).
+KVCache expand_to_query_heads(const KVCache& c, int64_t n_heads) {
+  const int64_t G = n_heads / c.n_kv_heads();
+  KVCache e(c.n_layers(), c.batch(), n_heads, c.head_dim(), c.dtype(), c.device());
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    auto pos = c.positions(l).select(1, 0);  // [B, T]: identical across heads before eviction
+    e.append(l, c.keys(l).repeat_interleave(G, 1), c.values(l).repeat_interleave(G, 1), pos);
+  }
+  e.set_next_positions(c.next_positions());
+  return e;
+}
+}  // namespace
+
+KVCache apply_selection(const KVCache& prompt, const Selection& sel) {
+  check(static_cast<int64_t>(sel.idx.size()) == prompt.n_layers(), "selection has ", sel.idx.size(),
+        " layers, the cache ", prompt.n_layers());
+  KVCache out = sel.query_head ? expand_to_query_heads(prompt, sel.idx[0].size(1)) : prompt.clone();
+  for (int64_t l = 0; l < out.n_layers(); ++l)
+    out.gather(l, sel.idx[l], sel.valid.size() > static_cast<size_t>(l) ? sel.valid[l] : torch::Tensor());
+  return out;
+}
+
+KVCache mask_selection(const KVCache& prompt, const Selection& sel) {
+  KVCache out = sel.query_head ? expand_to_query_heads(prompt, sel.idx[0].size(1)) : prompt.clone();
+  for (int64_t l = 0; l < out.n_layers(); ++l) {
+    const auto& idx = sel.idx[l];
+    auto src = torch::ones(idx.sizes(), torch::TensorOptions().dtype(torch::kInt32).device(idx.device()));
+    if (sel.valid.size() > static_cast<size_t>(l) && sel.valid[l].defined()) src = sel.valid[l].to(torch::kInt32);
+    // scatter_add, not scatter: padding rows of ragged selections may repeat an index.
+    auto keep = torch::zeros({idx.size(0), idx.size(1), out.len(l)}, src.options()).scatter_add_(2, idx, src) > 0;
+    out.restrict(l, keep);
+  }
+  return out;
+}
+
+HitRate hit_rate(const Selection& method, const Selection& oracle, int64_t n_ctx, int64_t n_heads) {
+  HitRate h;
+  double total = 0;
+  for (size_t l = 0; l < oracle.idx.size(); ++l) {
+    auto to_mask = [&](const Selection& s, int64_t heads_out) {
+      const auto& idx = s.idx[l];
+      auto src = s.valid.size() > l && s.valid[l].defined() ? s.valid[l].to(torch::kCPU, torch::kInt32)
+                                                             : torch::ones(idx.sizes(), torch::kInt32);
+      auto m = torch::zeros({idx.size(0), idx.size(1), n_ctx}, torch::kInt32).scatter_add_(2, idx.to(torch::kCPU), src) > 0;
+      if (m.size(1) != heads_out) m = m.repeat_interleave(heads_out / m.size(1), 1);
+      return m;
+    };
+    const int64_t heads = method.query_head || oracle.query_head ? n_heads : method.idx[l].size(1);
+    auto mm = to_mask(method, heads), om = to_mask(oracle, heads);
+    const double hit = (mm & om).sum().item<double>(), want = om.sum().item<double>();
+    h.per_layer.push_back(want > 0 ? hit / want : 1.0);
+    total += h.per_layer.back();
+  }
+  h.overall = h.per_layer.empty() ? 0 : total / h.per_layer.size();
+  return h;
+}
+
+}  // namespace judgeq
