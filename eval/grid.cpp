@@ -17,17 +17,24 @@ std::vector<int64_t> templated(const Tokenizer& tok, ChatTemplate chat, const st
 
 SampleIds build_sample_ids(const Tokenizer& tok, const BenchSample& s, ChatTemplate chat, const std::string& protocol) {
   const ChatTemplate c = s.use_chat_template ? chat : ChatTemplate::None;
+  const bool bos = tok.bos_id() >= 0;
   SampleIds out;
-  out.ids = templated(tok, c, s.context + s.question);
-  if (!s.answer_prefix.empty()) {
-    auto p = tok.encode(s.answer_prefix, false, false);
-    out.ids.insert(out.ids.end(), p.begin(), p.end());
+  if (c == ChatTemplate::None) {
+    // One string, encoded at once (as RULER and the HF pipelines do): encoding the answer prefix
+    // separately would give sentencepiece a second dummy-prefix space.
+    out.ids = tok.encode(s.context + s.question + s.answer_prefix, bos, false);
+  } else {
+    out.ids = templated(tok, c, s.context + s.question);
+    if (!s.answer_prefix.empty()) {
+      auto p = tok.encode(s.answer_prefix, false, false);
+      out.ids.insert(out.ids.end(), p.begin(), p.end());
+    }
   }
   out.n_ctx = static_cast<int64_t>(out.ids.size());
   if (protocol == "kvpress" && !s.question.empty()) {
     // The context part is the longest common prefix of the whole prompt's ids and the ids of the
     // context alone: a token merged across the boundary goes with the question.
-    auto ctx = templated(tok, c, s.context);
+    auto ctx = c == ChatTemplate::None ? tok.encode(s.context, bos, false) : templated(tok, c, s.context);
     int64_t n = 0;
     while (n < static_cast<int64_t>(std::min(ctx.size(), out.ids.size())) && ctx[n] == out.ids[n]) ++n;
     out.n_ctx = std::max<int64_t>(1, n);

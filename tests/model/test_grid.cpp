@@ -1,0 +1,97 @@
+// The grid engine on the project's testbed model: one prefill per sample for every variant gives
+// the same predictions as each variant run alone with its own prefill; an end-to-end run writes
+// the run folder (predictions, metrics, tables, plots) and resumes without redoing work.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common.h"
+#include "data/ruler.h"
+#include "eval/grid.h"
+#include "eval/run.h"
+#include "util/error.h"
+
+using namespace judgeq;
+namespace fs = std::filesystem;
+
+namespace {
+std::string testbed() { return test::source_dir() + "/models/testbed"; }
+}  // namespace
+
+TEST(Grid, OnePrefillEqualsVariantsRunAlone) {
+  if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
+  auto model = LlamaModel::load(testbed(), torch::kCPU, torch::kFloat32);
+  auto tok = Tokenizer::load(testbed());
+  RulerOptions ro;
+  ro.data_root = test::shared_data();
+  ro.max_seq_length = 700;
+  ro.num_samples = 2;
+  auto count = [&](const std::string& s) { return tok->encode(s).size(); };
+  auto samples = generate_ruler("niah_multikey_1", ro, count);
+  auto variants = make_grid({"full", "streamingllm", "snapkv", "adakv", "h2o"}, {"64", "160"},
+                            {{"snapkv", {{"window", 16}}}, {"adakv", {{"window", 16}}}, {"h2o", {{"window", 16}}}});
+  for (const std::string protocol : {"paper", "kvpress"}) {
+    GridOptions go;
+    go.protocol = protocol;
+    for (auto& s : samples) {
+      auto grid = run_sample(*model, *tok, s, variants, go, false);
+      auto alone = run_sample(*model, *tok, s, variants, go, true);
+      ASSERT_EQ(grid.size(), alone.size());
+      for (size_t i = 0; i < grid.size(); ++i) {
+        EXPECT_EQ(grid[i].tokens, alone[i].tokens) << protocol << " " << grid[i].method << "@" << grid[i].budget;
+        EXPECT_EQ(grid[i].kept_mean, alone[i].kept_mean);
+        ASSERT_TRUE(grid[i].hit_rate.has_value());
+        EXPECT_DOUBLE_EQ(*grid[i].hit_rate, *alone[i].hit_rate);
+      }
+    }
+  }
+}
+
+TEST(Grid, KvpressProtocolCompressesOnlyTheContext) {
+  if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
+  auto tok = Tokenizer::load(testbed());
+  BenchSample s;
+  s.context = "Some context about apples and pears.\n";
+  s.question = "What fruit is mentioned first?";
+  s.answer_prefix = " Answer:";
+  auto paper = build_sample_ids(*tok, s, ChatTemplate::None, "paper");
+  auto kvp = build_sample_ids(*tok, s, ChatTemplate::None, "kvpress");
+  EXPECT_EQ(paper.ids, kvp.ids);
+  EXPECT_EQ(paper.n_ctx, static_cast<int64_t>(paper.ids.size()));
+  EXPECT_LT(kvp.n_ctx, static_cast<int64_t>(kvp.ids.size()));
+  auto ctx_only = tok->encode(s.context, true);
+  EXPECT_LE(kvp.n_ctx, static_cast<int64_t>(ctx_only.size()));
+  EXPECT_GE(kvp.n_ctx, static_cast<int64_t>(ctx_only.size()) - 1);
+}
+
+TEST(Grid, EndToEndRunWritesTablesPlotsAndResumes) {
+  if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
+  RunOptions o;
+  o.model = testbed();
+  o.bench = "ruler";
+  o.tasks = {"niah_single_1"};
+  o.lengths = {600};
+  o.limit = 2;
+  o.methods = {"full", "snapkv"};
+  o.budgets = {"64"};
+  o.method_options = {{"snapkv", {{"window", 16}}}};
+  o.data_dir = test::shared_data();
+  o.device = "cpu";
+  o.out = test::temp_dir("run");
+  EXPECT_EQ(run_eval(o), 4);
+  for (auto f : {"predictions.jsonl", "metrics.json", "results.md", "results.csv", "config.json", "run_meta.json"})
+    EXPECT_TRUE(fs::exists(o.out + "/" + f)) << f;
+#ifdef JUDGEQ_HAVE_CAIRO
+  EXPECT_TRUE(fs::exists(o.out + "/score_vs_budget_ruler.png"));
+  EXPECT_TRUE(fs::exists(o.out + "/score_vs_budget_ruler.svg"));
+#endif
+  // Without --resume the folder is refused; with it nothing is redone.
+  EXPECT_THROW(run_eval(o), Error);
+  o.resume = true;
+  EXPECT_EQ(run_eval(o), 0);
+  std::ifstream in(o.out + "/predictions.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) ++lines;
+  EXPECT_EQ(lines, 4);
+}
