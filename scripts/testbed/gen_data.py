@@ -338,9 +338,13 @@ class Gen:
         kk, vk = self.key_kind(r), self.val_kind(r)
         t, a = r.choice(TYPE_WORDS), r.choice(ADJ_WORDS)
         out, tot = [], 0
+        miss = 0
         while tot < n_tokens:
             k = self.key(r, kk)
             if any(k in x or x in k for x in avoid):
+                miss += 1
+                if miss > 1000:  # every key of this kind clashes with a real key (e.g. key "the", "the x y")
+                    return self.noise_lines(r, n_tokens)
                 continue
             s = self.fill(frame, k, self.value(r, vk), t, a)
             ids = self.tok.unit(("\n" if out else "") + s)
@@ -486,9 +490,12 @@ class Gen:
             vals, seen = [], set()
             for nv in nvals:
                 vs = []
+                miss = 0
                 while len(vs) < nv:
-                    v = self.value(r, vk or self.val_kind(r), ndig)
+                    # (bounded: a small value space, e.g. 2-digit values for 32 keys, falls back to 10 digits)
+                    v = self.value(r, vk or self.val_kind(r), ndig) if miss < 100 else self.value(r, "digits", 10)
                     if v in seen or any(v in k for k in keys):
+                        miss += 1
                         continue
                     seen.add(v)
                     vs.append(v)
@@ -597,7 +604,10 @@ class Gen:
     def vt_names(self, r, n, style):
         names = set()
         out = []
+        miss = 0
         while len(out) < n:
+            if miss > 1000:
+                style = "upper"
             if style == "upper":
                 x = "".join(r.choice(string.ascii_uppercase) for _ in range(r.randint(3, 6)))
             elif style == "lower":
@@ -609,6 +619,7 @@ class Gen:
             else:
                 x = r.choice(self.short_words) + "_" + str(r.randint(1, 9))
             if x in names or any(x in y or y in x for y in names):
+                miss += 1
                 continue
             names.add(x)
             out.append(x)

@@ -10,7 +10,7 @@ round trip, batched-vs-single greedy decoding agree); (2) training with a time-b
 (gen_data.PHASES) and a time-based cosine LR; a bf16 checkpoint is written to OUT_DIR/model every
 --ckpt-seconds; (3) final save + quick RULER/NIAH evaluation -> OUT_DIR/eval.json, OUT_DIR/samples.txt.
 """
-import argparse, json, math, os, random, sys, time
+import argparse, faulthandler, json, math, os, random, signal, sys, time
 
 import numpy as np
 import torch
@@ -147,6 +147,13 @@ def export(ckpt_dir, out):
     return sha, n
 
 
+def write_pending_eval(out, meta, status):
+    """eval.json before the evaluation: records the sha256 of the exported parts (fetch_weights.sh reads
+    train.sha256), so the weights can be checked even if the run is cut before the evaluation ends."""
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump({"status": status, "train": meta}, f, indent=1)
+
+
 def load_hf(path, device):
     from transformers import AutoModelForCausalLM
     try:
@@ -172,7 +179,10 @@ class Stream(torch.utils.data.IterableDataset):
         r = random.Random(self.seed * 100003 + wid)
         while True:
             ph = self.phase.value
+            # a batch takes < 1 s; if one takes 30 s, print this worker's stack (diagnosis of a stall)
+            faulthandler.dump_traceback_later(float(os.environ.get("TESTBED_WORKER_DUMP_S", 30)), exit=False)
             X, K = gen_data.make_batch(gen, r, ph, self.tpb)
+            faulthandler.cancel_dump_traceback_later()
             yield torch.from_numpy(X), torch.from_numpy(K), ph
 
 
@@ -304,7 +314,7 @@ def main():
     ap.add_argument("--ckpt-dir", default="/tmp/testbed_model", help="full checkpoint (stays on the machine)")
     ap.add_argument("--tok", default="models/testbed/tokenizer.model")
     ap.add_argument("--eval-data", default=".testbed_carry/eval")
-    ap.add_argument("--total-seconds", type=float, default=565, help="whole script budget (s)")
+    ap.add_argument("--total-seconds", type=float, default=540, help="whole script budget (s)")
     ap.add_argument("--eval-seconds", type=float, default=45, help="reserved for the final evaluation")
     ap.add_argument("--ckpt-seconds", type=float, default=75)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -315,6 +325,7 @@ def main():
     ap.add_argument("--rope-theta", type=float, default=50000.0)
     ap.add_argument("--phase-fracs", default="0.35,0.6")
     ap.add_argument("--workers", type=int, default=14)
+    ap.add_argument("--data-timeout", type=float, default=60, help="s to wait for one batch before stopping")
     ap.add_argument("--seed", type=int, default=20250917)
     ap.add_argument("--eval-n", type=int, default=25)
     ap.add_argument("--recipe", default="v2", choices=["v1", "v2"], help="data recipe, see gen_data.RECIPE")
@@ -323,6 +334,8 @@ def main():
     ap.add_argument("--tokens-per-batch", type=int, default=None, help="override gen_data.PHASES (tests only)")
     ap.add_argument("--mock", action="store_true", help="local CPU test with a stand-in model (no transformers)")
     args = ap.parse_args()
+    faulthandler.enable()
+    faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)  # stacks in the log if `timeout` kills us
     gen_data.RECIPE = args.recipe  # before the data workers are forked
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -361,8 +374,11 @@ def main():
     ctx = mp.get_context("fork")
     phase_val = ctx.Value("i", 0)
     ds = Stream(args.carry, args.tok, phase_val, args.seed, args.tokens_per_batch)
+    # timeout: a batch that does not come within --data-timeout s raises instead of stalling the run (run 3
+    # stalled silently after 323 s of training); training then stops early and the final save + eval run
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers, prefetch_factor=4,
-                                         pin_memory=(device == "cuda"), multiprocessing_context=ctx)
+                                         pin_memory=(device == "cuda"), multiprocessing_context=ctx,
+                                         timeout=args.data_timeout)
     it = iter(loader)
 
     fr = [float(x) for x in args.phase_fracs.split(",")]
@@ -393,8 +409,15 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         tw = time.time()
-        X, K, bph = next(it)
+        try:
+            X, K, bph = next(it)
+        except Exception as e:  # DataLoader timeout or a dead worker: keep what was trained
+            log(f"DATA STALL at step {step}: {e!r}; stopping training early")
+            meta["stopped_early"] = f"step {step}: {type(e).__name__}: {str(e)[:200]}"
+            break
         data_wait += time.time() - tw
+        # main-process watchdog: print the stack if one step (data + GPU) takes longer than 60 s
+        faulthandler.dump_traceback_later(60, exit=False)
         loss, la, ll, logits, y, k = step_loss(model, X, K, args.lm_weight, device, cfg.vocab_size)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -414,17 +437,23 @@ def main():
             meta.update(step=step, train_seconds=round(time.time() - t_start, 1), tokens=tokens)
             save_hf(model, cfg, args.ckpt_dir, args.rope_theta, meta)
             sha, nparts = export(args.ckpt_dir, args.out)
+            write_pending_eval(args.out, dict(meta, sha256=sha), "checkpoint; training still running")
             last_ckpt = time.time()
             log(f"checkpoint saved at step {step} (sha256 {sha[:16]}..., {nparts} parts)")
+    faulthandler.cancel_dump_traceback_later()
     train_s = time.time() - t_start
     log(f"training done: {step} steps, {tokens / 1e6:.1f}M tokens, {train_s:.0f}s, data wait {data_wait:.1f}s")
-    del it, loader
+    try:
+        del it, loader
+    except Exception as e:
+        log(f"data loader shutdown: {e!r}")
     meta.update(step=step, train_seconds=round(train_s, 1), tokens=tokens, final=True)
     if args.mock:
         return
     save_hf(model, cfg, args.ckpt_dir, args.rope_theta, meta)
     sha, nparts = export(args.ckpt_dir, args.out)
     meta["sha256"] = sha
+    write_pending_eval(args.out, meta, "final checkpoint; evaluation pending")
     log(f"final checkpoint saved: model.safetensors sha256 {sha} ({nparts} parts in {args.out})")
     del model, opt
     torch.cuda.empty_cache()
@@ -433,6 +462,7 @@ def main():
     log(f"evaluating (budget {budget:.0f}s, padded decoding: {padded_ok})")
     res, ex = eval_quick.evaluate(m, sp, args.eval_data, device, n=args.eval_n, lengths=(4096,), bs=32,
                                   padded=padded_ok, log=log, show=3, time_budget=max(10, budget - 15))
+    res["status"] = "done"
     res["train"] = meta
     res["history_tail"] = hist[-10:]
     with open(os.path.join(args.out, "eval.json"), "w") as f:
