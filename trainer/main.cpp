@@ -63,6 +63,7 @@ class FitFlags {
 };
 
 void print_prepare_stats(const PrepareOptions& o, const PrepareStats& s) {
+  if (!s.finished) return;
   std::cout << "wrote " << o.out << ": " << s.written << " samples from " << s.lines << " lines";
   if (s.resumed_after_line > 0) std::cout << " (resumed after line " << s.resumed_after_line << ")";
   std::cout << "; skipped " << s.malformed << " malformed lines, " << s.empty_responses << " empty responses, "
@@ -96,6 +97,8 @@ int main(int argc, char** argv) {
     p->add_option("--batch", po.batch, "prompts generated together")->capture_default_str();
     p->add_option("--checkpoint-every", po.checkpoint_every, "samples per resumable part")->capture_default_str();
     p->add_option("--limit", po.limit, "stop after this many samples (0: all)")->capture_default_str();
+    p->add_option("--stop-after", po.stop_after, "pause after about this many samples in this run, resumable (0: never)")
+        ->capture_default_str();
     p->add_option("--log-every", po.log_every, "samples per progress line when not on a terminal")->capture_default_str();
     p->add_flag("--resume", po.resume, "continue an interrupted preparation (skips the lines already done)");
     p->add_flag("--strict", po.strict, "stop at the first malformed line instead of skipping it");

@@ -129,6 +129,7 @@ json PrepareOptions::to_json() const {
               {"batch", batch},
               {"checkpoint_every", checkpoint_every},
               {"limit", limit},
+              {"stop_after", stop_after},
               {"log_every", log_every},
               {"resume", resume},
               {"strict", strict},
@@ -139,8 +140,8 @@ json PrepareOptions::to_json() const {
 namespace {
 
 // Keys that may change when a preparation is resumed.
-const std::vector<std::string> kPrepareFreeKeys = {"out", "resume", "log_every", "checkpoint_every", "limit",
-                                                   "device", "model", "data", "strict", "quiet"};
+const std::vector<std::string> kPrepareFreeKeys = {"out",   "resume", "log_every", "checkpoint_every", "limit",
+                                                   "stop_after", "device", "model", "data", "strict", "quiet"};
 
 std::string part_name(const std::string& dir, int64_t i) {
   char buf[32];
@@ -156,6 +157,7 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
   check(o.max_new_tokens >= 1, "--max-new-tokens must be positive (got ", o.max_new_tokens, ")");
   check(o.batch >= 1, "--batch must be positive (got ", o.batch, ")");
   check(o.checkpoint_every >= 1, "--checkpoint-every must be positive (got ", o.checkpoint_every, ")");
+  check(o.limit >= 0 && o.stop_after >= 0, "--limit and --stop-after must be >= 0 (got ", o.limit, ", ", o.stop_after, ")");
   check(o.min_prompt_tokens >= 1, "--min-prompt-tokens must be at least 1 (got ", o.min_prompt_tokens, ")");
   check(o.max_prompt_tokens >= 0, "--max-prompt-tokens must be >= 0 (got ", o.max_prompt_tokens, "; 0 = the model's limit)");
   check(fs::is_regular_file(o.data), "cannot read the data file (got '", o.data, "'); pass an existing .jsonl file with --data");
@@ -256,6 +258,7 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
     };
     auto total = [&] { return done.size() + part.size(); };
 
+    const int64_t start_samples = done.size();
     TextExample ex;
     while ((o.limit == 0 || total() + int64_t(pending.size()) < o.limit) && reader.next(ex)) {
       st.malformed = malformed0 + reader.n_malformed();
@@ -286,11 +289,17 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
         // as an uninterrupted one would.
         if (part.size() >= o.checkpoint_every) flush_part();
         progress.update(reader.line(), total(), st.resumed_after_line);
+        if (o.stop_after > 0 && part.size() == 0 && done.size() - start_samples >= o.stop_after) {
+          st.finished = false;
+          break;
+        }
       }
     }
     st.malformed = malformed0 + reader.n_malformed();
-    run_batch();
-    flush_part();
+    if (st.finished) {
+      run_batch();
+      flush_part();
+    }
     progress.update(reader.line(), total(), st.resumed_after_line, true);
     progress.finish();
     st.lines = reader.line();
@@ -301,6 +310,12 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
     throw;
   }
   st.written = done.size();
+  if (!st.finished) {
+    if (!o.quiet)
+      std::cout << "paused after line " << st.lines << " with " << done.size() << " samples in " << parts
+                << "; continue with --resume\n";
+    return st;
+  }
   if (done.size() == 0) {
     fs::remove_all(parts);
     fail("no usable samples in ", o.data, " (got ", st.lines, " lines: ", st.malformed, " malformed, ",

@@ -41,6 +41,8 @@ struct PrepareOptions {
   int64_t batch = 8;                // prompts generated together
   int64_t checkpoint_every = 256;   // accepted samples between checkpoints (resumable parts)
   int64_t limit = 0;                // stop after this many accepted samples (0: all)
+  int64_t stop_after = 0;           // pause after ~this many samples in this run, keeping the parts
+                                    // for --resume (time-limited jobs; 0: never)
   int64_t log_every = 100;          // samples between progress lines when not on a terminal
   bool resume = false;
   bool strict = false;              // malformed lines are errors instead of warnings
@@ -53,6 +55,7 @@ struct PrepareOptions {
 struct PrepareStats {
   int64_t lines = 0, written = 0, malformed = 0, empty_responses = 0, too_short = 0, too_long = 0;
   int64_t resumed_after_line = 0;
+  bool finished = true;  // false when paused by stop_after (nothing written to out yet)
 };
 
 // Reads the JSONL, regenerates every response greedily with the frozen model and writes the HDF5
