@@ -1,6 +1,7 @@
 // Judge Q training on small models: the loss and its gradient against reference paths, weights
 // untouched, exact resume, the loss falling on a real model, the exported file read back by hand.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -20,6 +21,10 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
+
+// test::temp_dir names folders by an unseeded rand(): the pid keeps concurrent test processes
+// (ctest -j, several build folders) apart.
+std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 std::string tiny_dir() { return test::fixtures() + "/hf/tiny-llama31"; }
 std::string stories_dir() { return test::fixtures() + "/stories260K"; }
@@ -214,7 +219,7 @@ TEST(TrainerLoss, GradientMatchesFiniteDifferences) {
 // Training touches nothing but the soft embeddings: the model fit uses is bit-identical to a fresh
 // load after the last step, and no weight holds a gradient.
 TEST(Trainer, ModelWeightsUnchanged) {
-  auto dir = test::temp_dir("fit_weights");
+  auto dir = fresh_dir("fit_weights");
   auto ref = LlamaModel::load(tiny_dir(), torch::kCPU, torch::kFloat32);
   make_set(*ref, 3, 8, 6, 11).write(dir + "/train.h5");
   auto o = quick_fit(tiny_dir(), dir + "/train.h5", dir + "/run");
@@ -251,7 +256,7 @@ TEST(Trainer, ModelWeightsUnchanged) {
 // 2N steps in one run == N steps, stop, --resume, N more: bit for bit (CPU), across epoch
 // boundaries, with shuffling, random init and gradient accumulation.
 TEST(Trainer, ResumeIsBitExact) {
-  auto dir = test::temp_dir("fit_resume");
+  auto dir = fresh_dir("fit_resume");
   {
     auto m = LlamaModel::load(tiny_dir(), torch::kCPU, torch::kFloat32);
     make_set(*m, 5, 8, 6, 21).write(dir + "/train.h5");
@@ -297,7 +302,7 @@ TEST(Trainer, ResumeIsBitExact) {
 // On stories260K (a real small model) with prompts answered by the model itself, the loss falls.
 // (The hit rate against the oracle is asserted by the eviction library's tests.)
 TEST(Trainer, LossFallsOnStories260K) {
-  auto dir = test::temp_dir("fit_stories");
+  auto dir = fresh_dir("fit_stories");
   {
     std::ofstream f(dir + "/data.jsonl");
     const char* prompts[] = {
@@ -340,7 +345,7 @@ TEST(Trainer, LossFallsOnStories260K) {
 
 // The exported file, read by hand: 8-byte little-endian header length, JSON header, raw data.
 TEST(Trainer, ExportedFileReadByIndependentParser) {
-  auto dir = test::temp_dir("fit_export");
+  auto dir = fresh_dir("fit_export");
   auto m = LlamaModel::load(tiny_dir(), torch::kCPU, torch::kFloat32);
   auto set = make_set(*m, 2, 8, 5, 31);
   set.write(dir + "/train.h5");

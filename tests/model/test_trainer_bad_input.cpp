@@ -1,6 +1,7 @@
 // prepare and fit on bad input: one-line errors naming the problem (line numbers included),
 // skipped lines counted, nothing half-written; resumes refused across models and configs.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,10 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
+
+// test::temp_dir names folders by an unseeded rand(): the pid keeps concurrent test processes
+// (ctest -j, several build folders) apart.
+std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 std::string tiny_dir() { return test::fixtures() + "/hf/tiny-llama31"; }
 std::string stories_dir() { return test::fixtures() + "/stories260K"; }
@@ -88,7 +93,7 @@ TrainSet tiny_set(int64_t n, int64_t T) {
 }  // namespace
 
 TEST(TrainerBadInput, MalformedLineStrictIsAnErrorWithItsLineNumber) {
-  auto dir = test::temp_dir("prep_strict");
+  auto dir = fresh_dir("prep_strict");
   auto lines = kStories;
   lines.insert(lines.begin() + 2, "{\"prompt\": \"unterminated");
   write_lines(dir + "/data.jsonl", lines);
@@ -101,7 +106,7 @@ TEST(TrainerBadInput, MalformedLineStrictIsAnErrorWithItsLineNumber) {
 }
 
 TEST(TrainerBadInput, MalformedAndTooLongLinesAreSkippedAndCounted) {
-  auto dir = test::temp_dir("prep_skip");
+  auto dir = fresh_dir("prep_skip");
   auto lines = kStories;
   lines.insert(lines.begin() + 1, "[1, 2, 3]");                            // line 2: not an object
   lines.insert(lines.begin() + 3, "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"hi\"}]}");  // line 4: no human turn
@@ -141,7 +146,7 @@ TEST(TrainerBadInput, MalformedAndTooLongLinesAreSkippedAndCounted) {
 // stories260K never emits its EOS (llama2.c models separate stories with BOS), so a copy of it
 // is told that the first token it answers to prompt A with is its end of turn.
 TEST(TrainerBadInput, EmptyResponsesAreSkippedAndCounted) {
-  auto dir = test::temp_dir("prep_empty");
+  auto dir = fresh_dir("prep_empty");
   const std::string model_dir = dir + "/model";
   fs::copy(stories_dir(), model_dir, fs::copy_options::recursive);
   auto tok = Tokenizer::load(stories_dir());
@@ -173,7 +178,7 @@ TEST(TrainerBadInput, EmptyResponsesAreSkippedAndCounted) {
 }
 
 TEST(TrainerBadInput, PromptLimitsBeyondTheModel) {
-  auto dir = test::temp_dir("prep_limits");
+  auto dir = fresh_dir("prep_limits");
   write_lines(dir + "/data.jsonl", kStories);
   auto po = stories_prepare(dir);
   po.max_prompt_tokens = 600;  // stories260K has 512 positions
@@ -195,7 +200,7 @@ TEST(TrainerBadInput, PromptLimitsBeyondTheModel) {
 
 // An interrupted preparation resumes after the lines already done, with the same result.
 TEST(TrainerBadInput, PrepareResumes) {
-  auto dir = test::temp_dir("prep_resume");
+  auto dir = fresh_dir("prep_resume");
   write_lines(dir + "/data.jsonl", kStories);
   auto po = stories_prepare(dir);
   po.out = dir + "/full.h5";
@@ -229,7 +234,7 @@ TEST(TrainerBadInput, PrepareResumes) {
 }
 
 TEST(TrainerBadInput, ResumeRefusesAnotherModelOrConfig) {
-  auto dir = test::temp_dir("fit_refuse");
+  auto dir = fresh_dir("fit_refuse");
   tiny_set(3, 10).write(dir + "/tiny.h5");
   auto o = quick_fit(tiny_dir(), dir + "/tiny.h5", dir + "/run");
   fit(o);
@@ -264,7 +269,7 @@ TEST(TrainerBadInput, ResumeRefusesAnotherModelOrConfig) {
 }
 
 TEST(TrainerBadInput, BadFilesAndOptions) {
-  auto dir = test::temp_dir("fit_badfiles");
+  auto dir = fresh_dir("fit_badfiles");
   write_file_atomic(dir + "/junk.h5", "not hdf5 at all");
   auto o = quick_fit(tiny_dir(), dir + "/junk.h5", dir + "/run");
   expect_error([&] { fit(o); }, {"not an HDF5 training set", "junk.h5", "judgeq-train prepare"});

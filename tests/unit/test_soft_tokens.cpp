@@ -1,6 +1,7 @@
 // Soft-token files: written by save_soft_tokens, read back here by an independent parser of the
 // safetensors layout, and refused when made for another model or format version.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -18,6 +19,10 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
+
+// test::temp_dir names folders by an unseeded rand(): the pid keeps concurrent test processes
+// (ctest -j, several build folders) apart.
+std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 ModelConfig tiny_config() { return ModelConfig::load(test::fixtures() + "/hf/tiny-llama31"); }
 ModelConfig stories_config() { return ModelConfig::load(test::fixtures() + "/stories260K"); }
@@ -59,7 +64,7 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
 
 TEST(SoftTokens, RoundTripAndIndependentReader) {
   auto c = tiny_config();
-  auto dir = test::temp_dir("soft_rt");
+  auto dir = fresh_dir("soft_rt");
   const std::string path = dir + "/judgeq.safetensors";
   auto st = make_soft(c, 5, torch::kBFloat16);
   save_soft_tokens(path, st);
@@ -101,7 +106,7 @@ TEST(SoftTokens, RoundTripAndIndependentReader) {
 TEST(SoftTokens, RefusesAnotherModel) {
   auto tiny = tiny_config(), stories = stories_config();
   ASSERT_EQ(tiny.hidden_size, stories.hidden_size);  // same width: the config hash must catch it
-  auto dir = test::temp_dir("soft_other");
+  auto dir = fresh_dir("soft_other");
   save_soft_tokens(dir + "/s.safetensors", make_soft(tiny, 3, torch::kFloat32));
   expect_error([&] { load_soft_tokens(dir + "/s.safetensors", stories); },
                {"made for another model", tiny.name, tiny.hash(), stories.hash(), "train soft tokens for this model"});
@@ -113,7 +118,7 @@ TEST(SoftTokens, RefusesAnotherModel) {
 
 TEST(SoftTokens, RefusesUnknownVersionAndFormat) {
   auto c = tiny_config();
-  auto dir = test::temp_dir("soft_ver");
+  auto dir = fresh_dir("soft_ver");
   auto st = make_soft(c, 2, torch::kFloat32);
   st.metadata["format_version"] = 99;
   // save does not police the version (a newer tool may write one); the reader does.
@@ -128,7 +133,7 @@ TEST(SoftTokens, RefusesUnknownVersionAndFormat) {
 
 TEST(SoftTokens, SaveChecksShapeAndMetadata) {
   auto c = tiny_config();
-  auto dir = test::temp_dir("soft_save");
+  auto dir = fresh_dir("soft_save");
   auto st = make_soft(c, 2, torch::kFloat32);
   st.embeddings = torch::zeros({3, c.hidden_size});
   expect_error([&] { save_soft_tokens(dir + "/x.safetensors", st); }, {"does not match the embeddings"});
