@@ -186,6 +186,12 @@ int64_t run_eval(const RunOptions& o) {
             << o.protocol << " protocol, " << cfg.name << " on " << device.str() << " (" << dtype_name(dtype) << ")\n";
 
   auto done = finished_keys(pred_path);
+  if (fs::exists(pred_path)) {
+    // Cut a partial last line left by an interruption, so appended lines stay one per line.
+    const std::string text = read_file(pred_path);
+    const size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
+    if (keep != text.size()) fs::resize_file(pred_path, keep);
+  }
   std::ofstream pred(pred_path, std::ios::app);
   check(static_cast<bool>(pred), "cannot write ", pred_path);
   GridOptions go;

@@ -9,7 +9,9 @@
 #include "common.h"
 #include "data/ruler.h"
 #include "eval/grid.h"
+#include "eval/report.h"
 #include "eval/run.h"
+#include "util/safetensors.h"
 #include "util/error.h"
 
 using namespace judgeq;
@@ -94,4 +96,14 @@ TEST(Grid, EndToEndRunWritesTablesPlotsAndResumes) {
   int lines = 0;
   for (std::string l; std::getline(in, l);) ++lines;
   EXPECT_EQ(lines, 4);
+  // An interruption mid-line: the partial line is dropped and that sample redone.
+  {
+    std::ofstream app(o.out + "/predictions.jsonl", std::ios::app);
+    app << "{\"bench\":\"ruler\",\"id\":\"niah_sing";
+  }
+  auto text = read_file(o.out + "/predictions.jsonl");
+  auto first_nl = text.find('\n');
+  write_file_atomic(o.out + "/predictions.jsonl", text.substr(first_nl + 1));  // forget one finished line too
+  EXPECT_EQ(run_eval(o), 1);  // only the variant whose line was removed is redone
+  EXPECT_NO_THROW(write_report(o.out));
 }
