@@ -109,11 +109,17 @@ std::vector<BenchSample> load_samples(const RunOptions& o, const Tokenizer& tok,
     LongBenchOptions lo;
     if (!o.data_dir.empty()) lo.data_dir = o.data_dir;
     lo.limit = o.limit > 0 ? static_cast<size_t>(o.limit) : 0;
+    // Room for the answer: prompts are truncated to the model's window minus the task's
+    // max_new_tokens (LongBench's dataset2maxlen.json).
+    const std::string maxlen_path = lo.data_root + "/longbench/config/dataset2maxlen.json";
+    json maxlen;
+    try {
+      maxlen = json::parse(read_file(maxlen_path));
+    } catch (const json::exception& e) {
+      fail("cannot parse ", maxlen_path, " (", e.what(), ")");
+    }
     for (auto& t : tasks) {
-      // Room for the answer: truncate the prompt to the model's window minus max_new_tokens.
-      lo.max_prompt_tokens = 0;
-      auto probe = load_longbench(t, lo, tok);
-      const int64_t gen = probe.empty() ? 0 : probe[0].max_new_tokens;
+      const int64_t gen = maxlen.value(t, int64_t(0));
       lo.max_prompt_tokens = static_cast<size_t>(std::max<int64_t>(256, max_pos - gen - 64));
       auto v = load_longbench(t, lo, tok);
       all.insert(all.end(), v.begin(), v.end());

@@ -154,9 +154,6 @@ TEST(JudgeQ, SoftTokensLeaveNoKvAndFirstTokenUnchanged) {
   for (int64_t l = 0; l < c.n_layers(); ++l) EXPECT_LT(c.positions(l).max().item<int64_t>(), 90);
   // The first generated token comes from the prompt's last position of the same prefill: the
   // logits equal a plain prefill without soft tokens.
-  auto plain = s.model->new_cache(1);
-  std::vector<int64_t> p;
-  (void)p;
   EXPECT_EQ(c.next_positions()[0], 90);
   auto first_tok = s.st.last_logits.argmax(-1).view({1, 1});
   auto after = s.model->forward(first_tok, c).select(1, 0);

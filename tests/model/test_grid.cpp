@@ -107,3 +107,23 @@ TEST(Grid, EndToEndRunWritesTablesPlotsAndResumes) {
   EXPECT_EQ(run_eval(o), 1);  // only the variant whose line was removed is redone
   EXPECT_NO_THROW(write_report(o.out));
 }
+
+TEST(Grid, LongBenchRunTruncatesToTheModelWindow) {
+  if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
+  RunOptions o;
+  o.model = testbed();
+  o.bench = "longbench";
+  o.tasks = {"multi_news"};
+  o.limit = 1;
+  o.methods = {"full"};
+  o.data_dir = test::shared_data() + "/longbench/data";
+  o.device = "cpu";
+  o.hit_rate = false;
+  o.out = test::temp_dir("lb");
+  ::setenv("JUDGEQ_DATA", test::shared_data().c_str(), 1);
+  EXPECT_EQ(run_eval(o), 1);
+  auto line = nlohmann::json::parse(read_file(o.out + "/predictions.jsonl"));
+  // multi_news generates up to 512 tokens: the prompt leaves room for them in the 8192 window.
+  EXPECT_LE(line["prompt_tokens"].get<int64_t>(), 8192 - 512);
+  EXPECT_EQ(line["metric"], "rouge_l");
+}
