@@ -32,7 +32,7 @@ KIND_CTX, KIND_KV1, KIND_KVM, KIND_VT, KIND_FACT, KIND_IGN = 0, 1, 2, 3, 4, 5
 # Recipe version.  "v1" = the data of the first full H200 run (RULER NIAH tasks 96-100, NIAH 8.19, VT 3.2);
 # "v2" (default) adds keyword-prefixed assignment syntaxes ("REG X := REG Y", to fix VT) and ends every
 # answer block with EOS (so that the model stops after answering; NIAH precision).
-RECIPE = os.environ.get("TESTBED_RECIPE", "v2")
+RECIPE = os.environ.get("TESTBED_RECIPE", "v3")
 
 # ----------------------------------------------------------------------------------------------------
 # word pools (hand-written; RULER's wonderwords lists are evaluation-only and never used here)
@@ -100,10 +100,22 @@ VT_KEYWORDS = ["REG", "NODE", "KEY", "SLOT", "CELL", "PTR", "REF", "DEF", "OBJ",
 VT_OPS = ["=", ":=", "<-", "is", "IS", "gets", "=="]
 
 
+def vt_keyword(r):
+    """v3: half of the keywords are random letter strings, so that the rule learnt is "a word repeated in front
+    of every name is not a name" rather than a fixed list (never "VAR"/"var", RULER's keyword)."""
+    if RECIPE in ("v1", "v2") or r.random() < 0.5:
+        return r.choice(VT_KEYWORDS)
+    while True:
+        kw = "".join(r.choice(string.ascii_uppercase) for _ in range(r.randint(2, 5)))
+        kw = r.choice([kw, kw, kw.lower(), kw.capitalize()])
+        if kw.upper() != "VAR":
+            return kw
+
+
 def vt_syntax(r):
     if RECIPE == "v1" or r.random() < 0.5:
         return r.choice(VT_SYNTAX)
-    kw, op = r.choice(VT_KEYWORDS), r.choice(VT_OPS)
+    kw, op = vt_keyword(r), r.choice(VT_OPS)
     src = (kw + " {o}") if r.random() < 0.75 else "{o}"
     return (kw + " {n} " + op + " {v}", kw + " {n} " + op + " " + src)
 
@@ -792,6 +804,20 @@ PHASES = [
     ("mid", {512: 0.2, 1024: 0.4, 2048: 0.4}, 65536, {"kv": 0.5, "vt": 0.2, "fact": 0.2, "lm": 0.1}, 0.15),
     ("long", {1024: 0.15, 2048: 0.25, 3072: 0.2, 4096: 0.4}, 65536, {"kv": 0.5, "vt": 0.2, "fact": 0.2, "lm": 0.1}, 0.05),
 ]
+_PHASES_V2 = [(n, dict(l), t, dict(f), d) for n, l, t, f, d in PHASES]
+
+
+def set_recipe(name):
+    """Select the data recipe (call before the data workers are forked)."""
+    global RECIPE
+    RECIPE = name
+    PHASES[:] = [(n, dict(l), t, dict(f), d) for n, l, t, f, d in _PHASES_V2]
+    if name == "v3":  # more variable chains after the short phase (VT was the task left unlearnt by v1/v2)
+        for ph in (1, 2):
+            PHASES[ph][3].update({"kv": 0.45, "vt": 0.27, "fact": 0.18, "lm": 0.1})
+
+
+set_recipe(RECIPE)
 
 
 def make_batch(gen, r, phase, tpb_override=None):
