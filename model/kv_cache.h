@@ -43,6 +43,8 @@ class KVCache {
   void gather(int64_t layer, const torch::Tensor& idx, const torch::Tensor& keep_valid = {});
   // Marks entries outside keep [B, H_kv, T] (bool) invalid: the masking reference of eviction.
   void restrict(int64_t layer, const torch::Tensor& keep);
+  // Makes room for cap entries in layer l without reallocating later (long prefills in chunks).
+  void reserve(int64_t layer, int64_t cap);
   // Drops every entry at index >= len in all layers (e.g. soft tokens appended after a prompt).
   void truncate(int64_t len);
 
@@ -63,7 +65,6 @@ class KVCache {
   torch::Tensor kept_counts() const;
 
  private:
-  void reserve(int64_t layer, int64_t cap);
   std::vector<Layer> layers_;
   int64_t batch_ = 0, n_kv_heads_ = 0, head_dim_ = 0;
   torch::Dtype dtype_ = torch::kFloat32;

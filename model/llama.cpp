@@ -1,6 +1,7 @@
 #include "model/llama.h"
 
 #include <cmath>
+#include <array>
 #include <map>
 
 #include "util/compat.h"
@@ -172,6 +173,8 @@ torch::Tensor LlamaModel::attention(const torch::Tensor& q, const torch::Tensor&
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const bool window = config_.sliding_window && Tk > *config_.sliding_window;
   const bool plain_causal = past == 0 && !key_valid.defined() && !window;
+  // One new token that may see every key (decoding): no mask at all, so the fused kernel runs.
+  const bool see_all = Tq == 1 && !key_valid.defined() && !window;
 
   // allowed(b, h_kv, i, j) for query rows [r0, r1): causal by index, key validity, window; a
   // query may always see itself so padded rows never turn into NaN.
@@ -191,12 +194,14 @@ torch::Tensor LlamaModel::attention(const torch::Tensor& q, const torch::Tensor&
 #if JUDGEQ_HAVE_SDPA
   if (!manual) {
     if (plain_causal) return compat::fused_attention(q, k, v, torch::Tensor(), true, scale);
+    if (see_all) return compat::fused_attention(q, k, v, torch::Tensor(), false, scale);
     auto m = allowed(0, Tq);  // [B|1, H_kv|1, Tq, Tk]
     if (m.size(1) > 1) m = m.repeat_interleave(G, 1);
     return compat::fused_attention(q, k, v, m.expand({B, m.size(1), Tq, Tk}), false, scale);
   }
 #endif
   (void)plain_causal;
+  (void)see_all;
   (void)manual;
   // Reference/fallback path: grouped matmuls (no repeat_kv copies), query rows in chunks so that
   // the score block stays small.
@@ -247,6 +252,9 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     auto start = torch::tensor(cache.next_positions(), ipt).view({B, 1});
     pos = start + torch::arange(T, ipt).view({1, T});
   }
+  // The next positions are bookkept on the host: from a host copy when there is one, so that
+  // decoding does not wait for the device in the middle of a step.
+  const torch::Tensor last_pos_host = pos.device().is_cpu() ? pos.select(1, T - 1).to(torch::kInt64) : torch::Tensor();
   pos = pos.to(device_, torch::kInt64);
   torch::Tensor tok_valid = opt.token_valid.defined() ? opt.token_valid.to(device_, torch::kBool) : torch::Tensor();
 
@@ -256,68 +264,109 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
   auto cos = emb.cos().to(dtype_).unsqueeze(1), sin = emb.sin().to(dtype_).unsqueeze(1);
   const bool manual = opt.force_manual_attention || !compat::kHaveFusedAttention;
   const int64_t chunk = std::max<int64_t>(1, opt.chunk);
+  // Long prompts appended to the cache run in token chunks end to end: the projections write
+  // K/V straight into the cache, the residual stream is updated in place, and the only
+  // full-length activations are h, the queries and the attention output.
+  const bool chunked = opt.append && T > chunk;
+  const bool in_place = !h.requires_grad();
+  if (in_place && T > chunk && opt.inputs_embeds.defined()) h = h.clone();  // never edit the caller's tensor
+  const bool head_layout = cache.n_kv_heads() != Hkv;
+  TORCH_CHECK(!head_layout || cache.n_kv_heads() == H, "forward: cache has ", cache.n_kv_heads(), " heads, expected ",
+              Hkv, " or ", H);
 
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const Layer& L = layers_[l];
-    auto qkv = torch::linear(rms_norm(h, L.norm_attn), L.w_qkv);  // [B, T, (H + 2 H_kv) D]
+  // Projections and RoPE of token rows [t0, t0 + n): q [B, H, n, D], k, v [B, H_cache, n, D].
+  auto project = [&](const Layer& L, int64_t t0, int64_t n) {
+    auto x = n == T ? h : h.narrow(1, t0, n);
+    auto qkv = torch::linear(rms_norm(x, L.norm_attn), L.w_qkv);  // [B, n, (H + 2 H_kv) D]
     auto parts = qkv.split({H * D, Hkv * D, Hkv * D}, -1);
-    auto q = parts[0].view({B, T, H, D}).transpose(1, 2);
-    auto k = parts[1].view({B, T, Hkv, D}).transpose(1, 2);
-    auto v = parts[2].view({B, T, Hkv, D}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    if (cache.n_kv_heads() != Hkv) {
+    auto cs = n == T ? cos : cos.narrow(2, t0, n), sn = n == T ? sin : sin.narrow(2, t0, n);
+    auto q = parts[0].view({B, n, H, D}).transpose(1, 2);
+    auto k = parts[1].view({B, n, Hkv, D}).transpose(1, 2);
+    auto v = parts[2].view({B, n, Hkv, D}).transpose(1, 2);
+    q = q * cs + rotate_half(q) * sn;
+    k = k * cs + rotate_half(k) * sn;
+    if (head_layout) {
       // A cache in query-head layout (one entry set per query head, KVCache-Factory style).
-      TORCH_CHECK(cache.n_kv_heads() == H, "forward: cache has ", cache.n_kv_heads(), " heads, expected ", Hkv, " or ", H);
       k = k.repeat_interleave(H / Hkv, 1);
       v = v.repeat_interleave(H / Hkv, 1);
     }
-
-    torch::Tensor K, V, kvalid, kpos;
-    if (opt.append) {
-      cache.append(l, k, v, pos, tok_valid);
-      K = cache.keys(l);
-      V = cache.values(l);
-      kvalid = cache.valid(l);
-      if (c.sliding_window) kpos = cache.positions(l);
-    } else {
-      K = torch::cat({cache.keys(l), k}, 2);
-      V = torch::cat({cache.values(l), v}, 2);
-      auto cv = cache.valid(l);
-      if (cv.defined() || tok_valid.defined()) {
-        const int64_t hc = cache.n_kv_heads();
-        if (!cv.defined()) cv = torch::ones({B, hc, cache.len(l)}, ipt.dtype(torch::kBool).device(device_));
-        auto nv = tok_valid.defined() ? tok_valid.unsqueeze(1).expand({B, hc, T})
-                                      : torch::ones({B, hc, T}, ipt.dtype(torch::kBool).device(device_));
-        kvalid = torch::cat({cv, nv}, 2);
-      }
-      if (c.sliding_window) kpos = torch::cat({cache.positions(l), pos.unsqueeze(1).expand({B, cache.n_kv_heads(), T})}, 2);
-    }
-    if (opt.probe) opt.probe->on_layer(l, q, K, V, kvalid);
-    auto a = attention(q, K, V, kvalid, pos, kpos, manual);       // [B, H, T, D]
-    h = h + torch::linear(a.transpose(1, 2).reshape({B, T, H * D}), L.w_o);
-
-    // SwiGLU MLP in token chunks: the [T, 2I] intermediate is the largest activation.
-    auto mlp = [&](const torch::Tensor& x) {
-      auto gu = torch::linear(rms_norm(x, L.norm_mlp), L.w_gate_up).chunk(2, -1);
-      return torch::linear(torch::silu(gu[0]) * gu[1], L.w_down);
-    };
+    return std::array<torch::Tensor, 3>{q, k, v};
+  };
+  // h[rows] += f(rows) over token chunks (in place when nothing needs the old h).
+  auto residual = [&](const std::function<torch::Tensor(int64_t, int64_t)>& f) {
     if (T <= chunk) {
-      h = h + mlp(h);
+      h = h + f(0, T);
+    } else if (in_place) {
+      for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        const int64_t n = std::min(chunk, T - t0);
+        h.narrow(1, t0, n).add_(f(t0, n));
+      }
     } else {
       auto out = torch::empty_like(h);
       for (int64_t t0 = 0; t0 < T; t0 += chunk) {
         const int64_t n = std::min(chunk, T - t0);
-        auto hs = h.narrow(1, t0, n);
-        out.narrow(1, t0, n).copy_(hs + mlp(hs));
+        out.narrow(1, t0, n).copy_(h.narrow(1, t0, n) + f(t0, n));
       }
       h = out;
     }
+  };
+
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const Layer& L = layers_[l];
+    torch::Tensor q, K, V, kvalid, kpos;
+    if (chunked) {
+      cache.reserve(l, cache.len(l) + T);
+      auto qbuf = torch::empty({B, T, H, D}, h.options());
+      for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        const int64_t n = std::min(chunk, T - t0);
+        auto qkv = project(L, t0, n);
+        qbuf.narrow(1, t0, n).copy_(qkv[0].transpose(1, 2));
+        cache.append(l, qkv[1], qkv[2], pos.narrow(1, t0, n), tok_valid.defined() ? tok_valid.narrow(1, t0, n) : tok_valid);
+      }
+      q = qbuf.transpose(1, 2);
+    } else {
+      auto qkv = project(L, 0, T);
+      q = qkv[0];
+      if (opt.append) {
+        cache.append(l, qkv[1], qkv[2], pos, tok_valid);
+      } else {
+        K = torch::cat({cache.keys(l), qkv[1]}, 2);
+        V = torch::cat({cache.values(l), qkv[2]}, 2);
+        auto cv = cache.valid(l);
+        if (cv.defined() || tok_valid.defined()) {
+          const int64_t hc = cache.n_kv_heads();
+          if (!cv.defined()) cv = torch::ones({B, hc, cache.len(l)}, ipt.dtype(torch::kBool).device(device_));
+          auto nv = tok_valid.defined() ? tok_valid.unsqueeze(1).expand({B, hc, T})
+                                        : torch::ones({B, hc, T}, ipt.dtype(torch::kBool).device(device_));
+          kvalid = torch::cat({cv, nv}, 2);
+        }
+        if (c.sliding_window) kpos = torch::cat({cache.positions(l), pos.unsqueeze(1).expand({B, cache.n_kv_heads(), T})}, 2);
+      }
+    }
+    if (opt.append) {
+      K = cache.keys(l);
+      V = cache.values(l);
+      kvalid = cache.valid(l);
+      if (c.sliding_window) kpos = cache.positions(l);
+    }
+    if (opt.probe) opt.probe->on_layer(l, q, K, V, kvalid);
+    auto a = attention(q, K, V, kvalid, pos, kpos, manual).transpose(1, 2);  // [B, T, H, D]
+    residual([&](int64_t t0, int64_t n) {
+      auto an = n == T ? a : a.narrow(1, t0, n);
+      return torch::linear(an.reshape({B, n, H * D}), L.w_o);
+    });
+    // SwiGLU MLP in token chunks: the [T, 2I] intermediate is the largest activation.
+    residual([&](int64_t t0, int64_t n) {
+      auto x = n == T ? h : h.narrow(1, t0, n);
+      auto gu = torch::linear(rms_norm(x, L.norm_mlp), L.w_gate_up).chunk(2, -1);
+      return torch::linear(torch::silu(gu[0]) * gu[1], L.w_down);
+    });
   }
   if (opt.append) {
     auto next = cache.next_positions();
-    auto last = pos.select(1, T - 1).to(torch::kCPU);
-    for (int64_t b = 0; b < B; ++b) next[b] = last[b].item<int64_t>() + 1;
+    auto last = last_pos_host.defined() ? last_pos_host : pos.select(1, T - 1).to(torch::kCPU);
+    auto acc = last.accessor<int64_t, 1>();
+    for (int64_t b = 0; b < B; ++b) next[b] = acc[b] + 1;
     cache.set_next_positions(next);
   }
   return logits_rows(h, opt);

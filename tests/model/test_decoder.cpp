@@ -52,6 +52,22 @@ TEST(Decoder, MlpChunkingAndManualAttentionDoNotChangeResults) {
   auto c2 = m->new_cache(1);
   auto got = m->forward(ids, c2, b);
   EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5);
+  // The chunked prefill writes the same keys, values and positions into the cache.
+  for (int64_t l = 0; l < m->config().n_layers; ++l) {
+    EXPECT_LT((c2.keys(l) - c1.keys(l)).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((c2.values(l) - c1.values(l)).abs().max().item<double>(), 1e-5);
+    EXPECT_TRUE(torch::equal(c2.positions(l), c1.positions(l)));
+  }
+  EXPECT_EQ(c2.next_positions(), c1.next_positions());
+  // Ragged batches (left padding) in chunks, with the fused path where there is one.
+  auto a2 = random_ids(1, 11, m->config().vocab_size, 5);
+  std::vector<int64_t> p1(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + 33);
+  std::vector<int64_t> p2(a2.data_ptr<int64_t>(), a2.data_ptr<int64_t>() + 11);
+  auto cr1 = m->new_cache(2), cr2 = m->new_cache(2);
+  auto lr1 = prefill(*m, {p1, p2}, cr1);
+  auto lr2 = prefill(*m, {p1, p2}, cr2, /*chunk=*/4);
+  EXPECT_LT((lr2 - lr1).abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(torch::equal(cr2.valid(0), cr1.valid(0)));
 }
 
 TEST(Decoder, RaggedBatchEqualsSingleRuns) {
