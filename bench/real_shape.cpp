@@ -44,7 +44,7 @@ std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t seed, tor
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-void sync() { c10::cuda::device_synchronize(); }
+void gpu_sync() { c10::cuda::device_synchronize(); }
 double peak_gib() {
   auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
   return st.allocated_bytes[0].peak / double(1 << 30);
@@ -99,10 +99,10 @@ int main(int argc, char** argv) {
       for (int64_t r = 0; r < reps + 1; ++r) {
         auto cache = model->new_cache(1);
         reset_peak();
-        sync();
+        gpu_sync();
         double t0 = now_s();
         model->forward(ids, cache);
-        sync();
+        gpu_sync();
         if (r > 0) times.push_back(now_s() - t0);  // first run warms up
         peak = std::max(peak, peak_gib());
       }
@@ -117,17 +117,17 @@ int main(int argc, char** argv) {
       auto ids = torch::randint(0, cfg.vocab_size, {1, T}, torch::kInt64);
       auto cache = model->new_cache(1);
       std::vector<int64_t> prompt(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + T);
-      sync();
+      gpu_sync();
       double t0 = now_s();
       PromptState st = prefill_for_compression(*model, prompt, cache, Needs{32, false});
-      sync();
+      gpu_sync();
       const double prefill_s = now_s() - t0;
       auto tok = st.last_logits.argmax(-1).view({1, 1});
       for (int i = 0; i < 4; ++i) model->forward(tok, cache);  // warm up
-      sync();
+      gpu_sync();
       t0 = now_s();
       for (int64_t i = 0; i < decode_tokens; ++i) tok = model->forward(tok, cache).select(1, 0).argmax(-1).view({1, 1});
-      sync();
+      gpu_sync();
       res["decode"] = {{"context", T}, {"ms_per_token", 1000 * (now_s() - t0) / decode_tokens}};
       std::cerr << "decode after " << T << ": " << res["decode"]["ms_per_token"] << " ms/token\n";
       // Selection overhead per method at budget 1024, as a fraction of the prefill.
@@ -141,11 +141,11 @@ int main(int argc, char** argv) {
         json o = name == "judgeq" ? json{{"soft_tokens", out + "/bench_soft.safetensors"}} : json::object();
         auto m = make_method(name, o);
         m->select(st2, Budget::parse("1024"));  // warm up
-        sync();
+        gpu_sync();
         t0 = now_s();
         auto sel = m->select(st2, Budget::parse("1024"));
         auto c = apply_selection(cache2, sel);
-        sync();
+        gpu_sync();
         const double s = now_s() - t0;
         res["selection"][name] = {{"seconds", s}, {"fraction_of_prefill", s / prefill_s},
                                   {"compressed_cache_bytes", c.bytes_in_use()},
@@ -154,13 +154,42 @@ int main(int argc, char** argv) {
       }
       // H2O needs the column sums during the prefill: its cost is the extra prefill time.
       auto cache3 = model->new_cache(1);
-      sync();
+      gpu_sync();
       t0 = now_s();
       PromptState st3 = prefill_for_compression(*model, prompt, cache3, Needs{32, true});
-      sync();
+      gpu_sync();
       const double h2o_prefill = now_s() - t0;
       res["selection"]["h2o"] = {{"seconds", h2o_prefill - prefill_s}, {"fraction_of_prefill", (h2o_prefill - prefill_s) / prefill_s}};
       res["prefill_with_capture_seconds"] = prefill_s;
+    }
+    // The fused H2O column sums against the blockwise reference on the same q, k (8K tokens,
+    // random activations at the model's head shape).
+    {
+      torch::manual_seed(seed + 11);
+      auto o = torch::TensorOptions().dtype(torch::kBFloat16).device(dev);
+      const int64_t T = 8192;
+      auto q = (torch::randn({1, cfg.n_heads, T, cfg.head_dim}, o) * 1.5);
+      auto k = (torch::randn({1, cfg.n_kv_heads, T, cfg.head_dim}, o) * 1.5);
+      gpu_sync();
+      double t0 = now_s();
+      auto fused = h2o_column_sums(q, k);
+      gpu_sync();
+      const double tf = now_s() - t0;
+      t0 = now_s();
+      auto ref = h2o_column_sums_blockwise(q, k);
+      gpu_sync();
+      const double tb = now_s() - t0;
+      auto err = (fused - ref).abs();
+      auto top_f = std::get<1>(fused.topk(1024, -1)), top_r = std::get<1>(ref.topk(1024, -1));
+      auto hits = torch::zeros_like(ref).scatter_(-1, top_r, 1.0).gather(-1, top_f).sum().item<double>();
+      res["h2o_fused_check"] = {{"tokens", T},
+                                {"max_abs_error", err.max().item<double>()},
+                                {"max_rel_error", (err / ref.abs().clamp_min(1e-3)).max().item<double>()},
+                                {"mean_column_sum", ref.mean().item<double>()},
+                                {"top1024_agreement", hits / double(top_f.numel())},
+                                {"fused_seconds", tf},
+                                {"blockwise_seconds", tb}};
+      std::cerr << "h2o fused check: " << res["h2o_fused_check"].dump() << "\n";
     }
     std::ofstream(out + "/judgeq_speed.json") << res.dump(2) << "\n";
     return 0;

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # On the H200 machine: build judgeq against the Python torch's LibTorch, then real-shape parity
 # (Llama-3.1-8B and Mistral-7B-v0.3 configs, seeded random bf16 weights, 8K tokens) and speed vs
-# HF transformers (sdpa, bf16) in the same run. Results land in $OUT (or ./bench_out).
+# HF transformers (sdpa, bf16) in the same run, the training-step benchmark and the grid-vs-
+# per-variant benchmark. Results land in $OUT (or ./bench_out).
+# Needs .dev/root (Debian's libpcre2-dev unpacked) and, for the grid, .dev/data/ruler and
+# .dev/data/tokenizers/llama3 (copies of ../shared/data), carried along.
+# STAGES (default "parity speed train grid") and PARITY_MODELS select what runs.
 set -euo pipefail
 OUT=${OUT:-bench_out}
 mkdir -p "$OUT"
@@ -14,14 +18,28 @@ export LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PAT
 export LD_LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 t0=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
-  -DJUDGEQ_BUILD_TESTS=OFF -DJUDGEQ_EXCLUDE_REGEX='.*/(data|eval)/.*|.*/trainer/(dataset|trainer)[.]cpp$' >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build-gpu -j16 --target judgeq_bench_real_shape >"$OUT/build.log" 2>&1 || { grep -m20 -E "error" "$OUT/build.log"; tail -20 "$OUT/build.log"; exit 1; }
+  -DJUDGEQ_BUILD_TESTS=OFF >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build-gpu -j16 --target judgeq_bench_real_shape judgeq_bench_pipeline judgeq-eval judgeq-train >"$OUT/build.log" 2>&1 || { grep -m20 -E "error" "$OUT/build.log"; tail -20 "$OUT/build.log"; exit 1; }
+grep -c "warning" "$OUT/build.log" | sed 's/^/compiler warnings: /' || true
 echo "build: $(( $(date +%s) - t0 )) s"
-for name in llama-3.1-8b mistral-7b-v0.3; do
+STAGES=${STAGES:-parity speed train grid}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+if has train; then
+  d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
+  timeout 150 ./build-gpu/bench/judgeq_bench_pipeline --config $d/config.json --mode train --lengths 8192,32768 --out "$OUT" || echo "train bench failed"
+fi
+if has grid; then
+  d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
+  timeout 200 ./build-gpu/bench/judgeq_bench_pipeline --config $d/config.json --mode grid --samples 2 \
+    --tokenizer .dev/data/tokenizers/llama3/tokenizer.model --data-root .dev/data --out "$OUT" || echo "grid bench failed"
+fi
+has parity || PARITY_MODELS=""
+for name in ${PARITY_MODELS-llama-3.1-8b mistral-7b-v0.3}; do
   d=$(mktemp -d); cp bench/configs/$name.json $d/config.json
   ./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode parity --lengths 8192 --out $d
   python3 bench/hf_reference.py --config-dir $d --mode parity --lengths 8192 --judgeq $d/judgeq_parity.safetensors --out "$OUT/parity_$name.json"
 done
+has speed || { echo "total: $(( $(date +%s) - t0 )) s"; exit 0; }
 d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
 LENGTHS=${LENGTHS:-8192,32768,131072}
 ./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode speed --lengths $LENGTHS --out $d

@@ -2,20 +2,47 @@
 
 #include "kv/scoring.h"
 #include "model/generate.h"
+#include "util/compat.h"
 #include "util/error.h"
 
 namespace judgeq {
 
-void PrefillProbe::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor&,
-                            const torch::Tensor&) {
-  const int64_t T = q.size(2);
-  if (static_cast<int64_t>(q_window.size()) <= layer) q_window.resize(layer + 1);
-  const int64_t w = std::min(needs_.window, T);
-  if (w > 0) q_window[layer] = q.narrow(2, T - w, w).detach().clone();
-  if (!needs_.h2o) return;
-  if (static_cast<int64_t>(h2o.size()) <= layer) h2o.resize(layer + 1);
-  // Column sums of the causal attention, one block of query rows at a time.
-  const int64_t B = q.size(0), H = q.size(1), Tk = k.size(2);
+namespace {
+
+#if JUDGEQ_HAVE_SDPA
+// H2O's column sums on CUDA from two memory-efficient attention kernels, never materialising
+// scores: (1) the row log-sum-exps lse_i of the causal prefill attention; (2) the transposed
+// attention, keys as queries and queries as keys, both sequences reversed so that "query i >= key
+// j" becomes an ordinary causal mask, with two extra dimensions that subtract lse_i (split in a
+// bf16 high and low part). Its own log-sum-exp for key j is then log sum_{i >= j} P_ij.
+// q [1, H, T, D], k [1, H_kv, T, D] (prompt only, all valid). Returns [1, H, T] float32.
+torch::Tensor h2o_column_sums_fused(const torch::Tensor& q, const torch::Tensor& k) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), G = H / k.size(1);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  auto kh = G == 1 ? k : k.repeat_interleave(G, 1);  // [B, H, T, D]
+  auto dummy_v = torch::zeros({B, H, T, 8}, q.options());
+  auto r1 = at::_scaled_dot_product_efficient_attention(q, kh, dummy_v, c10::nullopt, true, 0.0, true, scale);
+  auto lse = std::get<1>(r1).narrow(-1, 0, T).to(torch::kFloat32);  // [B, H, T]
+  auto x = lse / scale;
+  auto hi = x.to(q.scalar_type());
+  auto lo = (x - hi.to(torch::kFloat32)).to(q.scalar_type());
+  const int64_t E = 16;  // extra dims, keeps the head size a multiple of 8
+  auto tq = torch::zeros({B, H, T, D + E}, q.options());  // transposed queries: [k_j, 1, 1, 0...]
+  tq.narrow(-1, 0, D).copy_(kh.flip(2));
+  tq.narrow(-1, D, 2).fill_(1.0);
+  auto tk = torch::zeros({B, H, T, D + E}, q.options());  // transposed keys: [q_i, -hi_i, -lo_i, 0...]
+  tk.narrow(-1, 0, D).copy_(q.flip(2));
+  tk.select(-1, D).copy_(-hi.flip(2));
+  tk.select(-1, D + 1).copy_(-lo.flip(2));
+  auto r2 = at::_scaled_dot_product_efficient_attention(tq, tk, dummy_v, c10::nullopt, true, 0.0, true, scale);
+  return std::get<1>(r2).narrow(-1, 0, T).to(torch::kFloat32).exp().flip(2);
+}
+#endif
+
+}  // namespace
+
+torch::Tensor h2o_column_sums_blockwise(const torch::Tensor& q, const torch::Tensor& k) {
+  const int64_t B = q.size(0), H = q.size(1), Tk = k.size(2), T = q.size(2);
   const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, B * H * Tk));
   auto acc = torch::zeros({B, H, Tk}, q.options().dtype(torch::kFloat32));
   const int64_t past = Tk - T;
@@ -26,7 +53,28 @@ void PrefillProbe::on_layer(int64_t layer, const torch::Tensor& q, const torch::
     const int64_t kmax = past + r1;
     acc.narrow(2, 0, kmax) += attention_rows(q.narrow(2, r0, r1 - r0), k.narrow(2, 0, kmax), lim).sum(2);
   }
-  h2o[layer] = acc;
+  return acc;
+}
+
+torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid) {
+#if JUDGEQ_HAVE_SDPA
+  const bool half = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
+  if (q.is_cuda() && half && q.size(0) == 1 && !key_valid.defined() && k.size(2) == q.size(2))
+    return h2o_column_sums_fused(q, k);
+#endif
+  (void)key_valid;
+  return h2o_column_sums_blockwise(q, k);
+}
+
+void PrefillProbe::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor&,
+                            const torch::Tensor& key_valid) {
+  const int64_t T = q.size(2);
+  if (static_cast<int64_t>(q_window.size()) <= layer) q_window.resize(layer + 1);
+  const int64_t w = std::min(needs_.window, T);
+  if (w > 0) q_window[layer] = q.narrow(2, T - w, w).detach().clone();
+  if (!needs_.h2o) return;
+  if (static_cast<int64_t>(h2o.size()) <= layer) h2o.resize(layer + 1);
+  h2o[layer] = h2o_column_sums(q, k, key_valid);
 }
 
 void QueryRecorder::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor&, const torch::Tensor&,

@@ -22,6 +22,14 @@ class PrefillProbe : public AttentionProbe {
   Needs needs_;
 };
 
+// H2O's score: per query head, the sum over the prompt's queries of their causal attention to
+// each key. q [B, H, T, D]; k [B, H_kv, Tk, D] with the T queries' own keys last. Returns
+// [B, H, Tk] float32. On CUDA (bf16/fp16, one unpadded prompt) two fused attention kernels give
+// it without scores in memory; elsewhere query rows go block by block. The blockwise form is the
+// reference the fused one is checked against (bench/real_shape.cpp --mode h2o-check).
+torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid = {});
+torch::Tensor h2o_column_sums_blockwise(const torch::Tensor& q, const torch::Tensor& k);
+
 // Records the queries of every forward it sees, per layer (decoded tokens, soft tokens).
 class QueryRecorder : public AttentionProbe {
  public:
