@@ -9,6 +9,13 @@
 #else
 #define JUDGEQ_HAVE_SDPA 0
 #endif
+// c10d (util/distributed.cpp): 2.x's ProcessGroupGloo/NCCL derive from c10d::Backend, 1.13's
+// from c10d::ProcessGroup (same allreduce/broadcast signatures).
+#if TORCH_VERSION_MAJOR >= 2
+#define JUDGEQ_C10D_BACKEND_BASE 1
+#else
+#define JUDGEQ_C10D_BACKEND_BASE 0
+#endif
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
 #define JUDGEQ_HAVE_SDPA_GQA 1
 #else
