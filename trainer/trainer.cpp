@@ -17,6 +17,7 @@
 #include "model/generate.h"
 #include "model/tokenizer.h"
 #include "util/cli.h"
+#include "util/distributed.h"
 #include "util/error.h"
 #include "util/hash.h"
 #include "util/safetensors.h"
@@ -776,7 +777,15 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
     val = TrainSet::read_for_model(o.val, cfg);
     check_fits(val, o.val, cfg, o.soft_tokens);
   }
-  const torch::Device device = resolve_device(o.device);
+  // Under torchrun each rank takes its share of every global batch (samples b with
+  // b % world == rank); the gradients are summed over ranks before clipping and AdamW, and rank 0
+  // writes the run folder. One process (WORLD_SIZE unset or 1) has no group at all.
+  const int world = DistEnv::read().world;
+  check(o.batch >= world, "--batch must be at least the number of processes (got ", o.batch, " and ", world,
+        " processes); every rank needs a sample of each optimizer step: raise --batch or launch fewer processes");
+  const Dist& dist = Dist::from_env(resolve_device(o.device));
+  const bool quiet = o.quiet || !dist.is_root();
+  const torch::Device device = dist.device;
   const torch::Dtype dtype = resolve_dtype(o.dtype, device);
   const int64_t N = train.size();
   const double epochs = o.epochs > 0 ? o.epochs : 1.0;
@@ -836,18 +845,19 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
     state.adam_v = torch::zeros_like(state.master);
   }
 
-  fs::create_directories(o.out);
+  if (dist.is_root()) fs::create_directories(o.out);
   json resolved = o.to_json();
   resolved["resolved"] = {{"total_steps", total},     {"warmup_steps", warmup},          {"device", device.str()},
                           {"dtype", dtype_name(dtype)}, {"n_train_samples", N},          {"n_val_samples", val.size()},
                           {"model_name", cfg.name},   {"model_config_hash", cfg.hash()}, {"training_data_hash", data_hash},
-                          {"tool_version", version_string()}};
-  write_file_atomic(o.out + "/config.json", resolved.dump(2) + "\n");
-  if (!o.quiet) std::cout << "config: " << resolved.dump(2) << "\n";
+                          {"tool_version", version_string()}, {"world_size", dist.world}};
+  if (dist.is_root()) write_file_atomic(o.out + "/config.json", resolved.dump(2) + "\n");
+  if (!quiet) std::cout << "config: " << resolved.dump(2) << "\n";
 
   // log.jsonl: on resume, records past the checkpoint (written before an interruption) go.
   const std::string log_path = o.out + "/log.jsonl";
-  {
+  std::ofstream log;
+  if (dist.is_root()) {
     std::string kept;
     if (resumed && fs::exists(log_path)) {
       std::istringstream in(read_file(log_path));
@@ -858,18 +868,31 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
       }
     }
     write_file_atomic(log_path, kept);
+    log.open(log_path, std::ios::app);
+    check(log.good(), "cannot write ", log_path, "; check that the folder is writable");
   }
-  std::ofstream log(log_path, std::ios::app);
-  check(log.good(), "cannot write ", log_path, "; check that the folder is writable");
   auto emit = [&](const json& rec) {
+    if (!dist.is_root()) return;
     log << rec.dump() << "\n";
     log.flush();
     if (hooks.on_log) hooks.on_log(rec);
   };
-  if (!o.quiet && resumed) std::cout << "resuming " << o.out << " at step " << state.step << "/" << total << "\n";
+  if (!quiet && resumed) std::cout << "resuming " << o.out << " at step " << state.step << "/" << total << "\n";
 
   // Device copies of the optimizer state; the master weights stay float32.
   torch::Tensor master = state.master.to(device), adam_m = state.adam_m.to(device), adam_v = state.adam_v.to(device);
+  if (dist.active()) {
+    // Every rank read the same checkpoint (the run folder must be on a filesystem all ranks see).
+    auto cursor = torch::tensor({double(state.step), double(state.samples_seen), -double(state.step),
+                                 -double(state.samples_seen)}, torch::kFloat64);
+    dist.all_reduce_max(cursor);
+    check(cursor[0].item<double>() == -cursor[2].item<double>() && cursor[1].item<double>() == -cursor[3].item<double>(),
+          "the ranks found different checkpoints in ", o.out, " (steps ", -cursor[2].item<double>(), "..",
+          cursor[0].item<double>(), "); put --out on a filesystem every rank sees");
+    dist.broadcast(master);
+    dist.broadcast(adam_m);
+    dist.broadcast(adam_v);
+  }
   // The permutation of epoch `perm_epoch` is drawn from the RNG state saved at its start.
   std::mt19937_64 rng = rng_from_string(state.epoch_rng);
   std::vector<int64_t> perm = permutation(N, rng, o.shuffle);
@@ -882,6 +905,7 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
     return st;
   };
   auto checkpoint = [&] {
+    if (!dist.is_root()) return;
     state.master = master.detach().to(torch::kCPU);
     state.adam_m = adam_m.to(torch::kCPU);
     state.adam_v = adam_v.to(torch::kCPU);
@@ -920,6 +944,10 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
         state.epoch_rng = rng_to_string(rng);
         perm = permutation(N, rng, o.shuffle);
       }
+      if (b % dist.world != dist.rank) {  // another rank's sample
+        ++state.samples_seen;
+        continue;
+      }
       const int64_t pos = state.samples_seen % N;
       const TrainSample sample = train.get(perm[pos]);
       auto loss = sample_loss(*model, sample, soft, lopt);
@@ -927,6 +955,15 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
       loss_sum += loss.item<double>();
       tokens += static_cast<int64_t>(sample.prompt.size() + sample.response.size()) + o.soft_tokens;
       ++state.samples_seen;
+    }
+    if (dist.active()) {
+      // The global batch: each rank's gradient already holds its samples' sum of loss / batch.
+      if (!soft.grad().defined()) soft.mutable_grad() = torch::zeros_like(soft);
+      dist.all_reduce_sum(soft.mutable_grad());
+      auto sums = torch::tensor({loss_sum, double(tokens)}, torch::kFloat64);
+      dist.all_reduce_sum(sums);
+      loss_sum = sums[0].item<double>();
+      tokens = static_cast<int64_t>(sums[1].item<double>());
     }
     const double loss = loss_sum / o.batch;
     torch::Tensor g = soft.grad();
@@ -953,7 +990,7 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
                 {"lr", lr},          {"grad_norm", gnorm},  {"tokens_per_s", tokens / std::max(dt, 1e-9)},
                 {"epoch", double(state.samples_seen) / N},  {"elapsed_s", elapsed}, {"eta_s", eta}};
     emit(rec);
-    if (!o.quiet && (state.step % o.log_every == 0 || state.step == total)) {
+    if (!quiet && (state.step % o.log_every == 0 || state.step == total)) {
       std::ostringstream os;
       os << "step " << state.step << "/" << total << " | loss " << std::setprecision(6) << loss << " | lr "
          << std::scientific << std::setprecision(2) << lr << " | grad_norm " << gnorm << std::defaultfloat << " | "
@@ -961,7 +998,7 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
          << format_duration(eta);
       std::cout << os.str() << std::endl;
     }
-    if (state.step % o.val_every == 0 || state.step == total) validate();
+    if (dist.is_root() && (state.step % o.val_every == 0 || state.step == total)) validate();
     if (state.step % o.checkpoint_every == 0 || state.step == total) checkpoint();
   }
   if (state.step % o.checkpoint_every != 0 && state.step != total) checkpoint();  // stopped by stop_after
@@ -971,11 +1008,12 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
   result.finished = state.step >= total;
   if (result.finished) {
     result.soft_tokens = o.out + "/judgeq.safetensors";
-    export_soft_tokens(o.out, result.soft_tokens);
-    if (!o.quiet) std::cout << "wrote " << result.soft_tokens << "\n";
-  } else if (!o.quiet) {
+    if (dist.is_root()) export_soft_tokens(o.out, result.soft_tokens);
+    if (!quiet) std::cout << "wrote " << result.soft_tokens << "\n";
+  } else if (!quiet) {
     std::cout << "stopped at step " << state.step << "/" << total << "; continue with --resume\n";
   }
+  dist.barrier();  // every rank returns once rank 0's checkpoint and export are written
   return result;
 }
 
