@@ -1,8 +1,11 @@
 #include "eval/run.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <set>
 
 #include "data/longbench.h"
@@ -13,6 +16,7 @@
 #include "eval/report.h"
 #include "util/cli.h"
 #include "util/compat.h"
+#include "util/distributed.h"
 #include "util/error.h"
 #include "util/progress.h"
 #include "util/safetensors.h"
@@ -130,6 +134,10 @@ std::vector<BenchSample> load_samples(const RunOptions& o, const Tokenizer& tok,
   return all;
 }
 
+std::string result_key(const std::string& id, const std::string& method, const std::string& budget) {
+  return id + "|" + method + "|" + budget;
+}
+
 std::set<std::string> finished_keys(const std::string& path) {
   std::set<std::string> done;
   std::ifstream in(path);
@@ -137,13 +145,58 @@ std::set<std::string> finished_keys(const std::string& path) {
   while (std::getline(in, line)) {
     try {
       auto j = json::parse(line);
-      done.insert(j.at("id").get<std::string>() + "|" + j.at("method").get<std::string>() + "|" +
-                  j.at("budget").get<std::string>());
+      done.insert(result_key(j.at("id").get<std::string>(), j.at("method").get<std::string>(),
+                             j.at("budget").get<std::string>()));
     } catch (const std::exception&) {
       // A partial last line from an interrupted run: that sample is redone.
     }
   }
   return done;
+}
+
+// The predictions parts of a sharded run (one per rank, any earlier world size included).
+std::vector<std::string> part_files(const std::string& parts_dir) {
+  std::vector<std::string> parts;
+  if (fs::is_directory(parts_dir))
+    for (auto& e : fs::directory_iterator(parts_dir))
+      if (e.path().extension() == ".jsonl") parts.push_back(e.path().string());
+  std::sort(parts.begin(), parts.end());
+  return parts;
+}
+
+// Folds predictions.jsonl and the parts into predictions.jsonl in the order one process writes:
+// samples in order, each with its variants in grid order (lines of variants outside the grid, from
+// an earlier run with another grid, first, as they were). Atomic; then the parts go.
+void merge_parts(const std::string& pred_path, const std::string& parts_dir, const std::vector<BenchSample>& samples,
+                 const std::vector<GridVariant>& variants) {
+  std::vector<std::string> files = part_files(parts_dir);
+  if (fs::exists(pred_path)) files.insert(files.begin(), pred_path);
+  std::map<std::string, std::string> line_of;
+  std::vector<std::string> keys;
+  for (auto& f : files) {
+    std::ifstream in(f);
+    std::string line;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j.contains("method") || !j.contains("budget"))
+        continue;  // a partial line: its sample was redone
+      const std::string k = result_key(j["id"].get<std::string>(), j["method"].get<std::string>(), j["budget"].get<std::string>());
+      if (line_of.emplace(k, line).second) keys.push_back(k);
+    }
+  }
+  std::set<std::string> grid;
+  for (auto& s : samples)
+    for (auto& v : variants) grid.insert(result_key(s.id, v.method, v.budget_label));
+  std::string text;
+  for (auto& k : keys)
+    if (!grid.count(k)) text += line_of[k] + "\n";
+  for (auto& s : samples)
+    for (auto& v : variants) {
+      auto it = line_of.find(result_key(s.id, v.method, v.budget_label));
+      if (it != line_of.end()) text += it->second + "\n";
+    }
+  write_file_atomic(pred_path, text);
+  fs::remove_all(parts_dir);
 }
 
 }  // namespace
@@ -159,10 +212,17 @@ int64_t run_eval(const RunOptions& o) {
 
   fs::create_directories(o.out);
   const std::string pred_path = (fs::path(o.out) / "predictions.jsonl").string();
-  if (fs::exists(pred_path) && !o.resume)
+  // Under torchrun, sample i goes to rank i % world, each rank appends to its own part and rank 0
+  // merges the parts into predictions.jsonl at the end. Parts left by an interrupted sharded run
+  // are taken up by any later --resume, whatever its number of processes.
+  const std::string parts_dir = (fs::path(o.out) / "predictions.parts").string();
+  if ((fs::exists(pred_path) || fs::exists(parts_dir)) && !o.resume)
     fail("output folder ", o.out, " already holds results; pass --resume to continue it or choose another --out");
 
-  auto device = resolve_device(o.device);
+  const Dist& dist = Dist::from_env(resolve_device(o.device));
+  dist.barrier();  // every rank has looked at the folder before any part is written
+  const bool sharded = dist.world > 1 || fs::exists(parts_dir);
+  auto device = dist.device;
   auto dtype = resolve_dtype(o.dtype, device);
   auto cfg = ModelConfig::load(o.model);
   auto tok = Tokenizer::load(o.model);
@@ -182,37 +242,52 @@ int64_t run_eval(const RunOptions& o) {
                {"seed", o.seed},
                {"protocol", o.protocol},
                {"samples", samples.size()},
-               {"variants", variants.size()}};
-  write_file_atomic((fs::path(o.out) / "run_meta.json").string(), meta.dump(2) + "\n");
-  json resolved = o.to_json();
-  resolved["format"] = "judgeq-eval-config";
-  resolved["version"] = 1;
-  write_file_atomic((fs::path(o.out) / "config.json").string(), resolved.dump(2) + "\n");
-  std::cerr << "judgeq-eval run: " << samples.size() << " samples x " << variants.size() << " variants, "
-            << o.protocol << " protocol, " << cfg.name << " on " << device.str() << " (" << dtype_name(dtype) << ")\n";
+               {"variants", variants.size()}};  // no world size: a sharded run's tables are one process's
+  if (dist.is_root()) {
+    write_file_atomic((fs::path(o.out) / "run_meta.json").string(), meta.dump(2) + "\n");
+    json resolved = o.to_json();
+    resolved["format"] = "judgeq-eval-config";
+    resolved["version"] = 1;
+    write_file_atomic((fs::path(o.out) / "config.json").string(), resolved.dump(2) + "\n");
+    std::cerr << "judgeq-eval run: " << samples.size() << " samples x " << variants.size() << " variants, "
+              << o.protocol << " protocol, " << cfg.name << " on " << device.str() << " (" << dtype_name(dtype) << ")"
+              << (dist.world > 1 ? ", " + std::to_string(dist.world) + " processes" : "") << "\n";
+  }
 
   auto done = finished_keys(pred_path);
-  if (fs::exists(pred_path)) {
+  for (auto& part : part_files(parts_dir))
+    for (auto& k : finished_keys(part)) done.insert(k);
+  // This process appends to predictions.jsonl, or to its part in a sharded run.
+  const std::string out_path =
+      sharded ? (fs::path(parts_dir) / ("rank" + std::to_string(dist.rank) + ".jsonl")).string() : pred_path;
+  if (sharded) fs::create_directories(parts_dir);
+  if (fs::exists(out_path)) {
     // Cut a partial last line left by an interruption, so appended lines stay one per line.
-    const std::string text = read_file(pred_path);
+    const std::string text = read_file(out_path);
     const size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
-    if (keep != text.size()) fs::resize_file(pred_path, keep);
+    if (keep != text.size()) fs::resize_file(out_path, keep);
   }
-  std::ofstream pred(pred_path, std::ios::app);
-  check(static_cast<bool>(pred), "cannot write ", pred_path);
+  std::ofstream pred(out_path, std::ios::app);
+  check(static_cast<bool>(pred), "cannot write ", out_path);
   GridOptions go;
   go.protocol = o.protocol;
   go.chat = chat;
   go.hit_rate = o.hit_rate;
   go.max_batch = o.max_batch;
   int64_t written = 0;
-  Progress bar("eval " + o.bench, static_cast<int64_t>(samples.size()), "samples");
-  for (auto& s : samples) {
+  auto mine = [&](size_t i) { return !sharded || static_cast<int>(i % size_t(dist.world)) == dist.rank; };
+  int64_t n_mine = 0;
+  for (size_t i = 0; i < samples.size(); ++i) n_mine += mine(i) ? 1 : 0;
+  std::optional<Progress> bar;  // rank 0's share stands for the whole run
+  if (dist.is_root()) bar.emplace("eval " + o.bench, n_mine, "samples");
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (!mine(i)) continue;
+    const BenchSample& s = samples[i];
     std::vector<GridVariant> todo;
     for (auto& v : variants)
-      if (!done.count(s.id + "|" + v.method + "|" + v.budget_label)) todo.push_back(v);
+      if (!done.count(result_key(s.id, v.method, v.budget_label))) todo.push_back(v);
     if (todo.empty()) {
-      bar.update(1, "(resumed)");
+      if (bar) bar->update(1, "(resumed)");
       continue;
     }
     auto outs = run_sample(*model, *tok, s, todo, go);
@@ -241,12 +316,24 @@ int64_t run_eval(const RunOptions& o) {
       ++written;
     }
     pred << lines << std::flush;  // one write per sample: an interruption loses at most this sample
-    bar.update(1);
+    if (bar) bar->update(1);
   }
-  bar.finish();
+  if (bar) bar->finish();
   pred.close();
-  write_report(o.out);
-  std::cerr << "wrote " << o.out << "/results.md, metrics.json, predictions.jsonl\n";
+  if (sharded) {
+    dist.barrier();  // every part is complete
+    if (dist.active()) {
+      auto n = torch::tensor({double(written)}, torch::kFloat64);
+      dist.all_reduce_sum(n);
+      written = static_cast<int64_t>(n.item<double>());
+    }
+    if (dist.is_root()) merge_parts(pred_path, parts_dir, samples, variants);
+  }
+  if (dist.is_root()) {
+    write_report(o.out);
+    std::cerr << "wrote " << o.out << "/results.md, metrics.json, predictions.jsonl\n";
+  }
+  dist.barrier();  // every rank returns once the run folder is complete
   return written;
 }
 
