@@ -12,6 +12,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcre2-dev            # Unicode regex for the Llama-3 pre-tokenizer
   libcairo2-dev           # PNG/SVG plots
+  libgloo-dev             # Gloo headers for LibTorch's c10d: multi-process runs (torchrun) on CPU
 )
 missing=()
 for p in "${pkgs[@]}"; do
