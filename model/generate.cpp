@@ -1,7 +1,10 @@
 #include "model/generate.h"
 
 #include <algorithm>
+#include <iostream>
+#include <memory>
 
+#include "model/graph_decode.h"
 #include "util/error.h"
 
 namespace judgeq {
@@ -51,6 +54,18 @@ GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Ten
   r.finish.assign(B, "length");
   std::vector<bool> done(B, false);
   int64_t n_done = 0;
+  // On CUDA each step is one replayed CUDA graph (model/graph_decode.h); eager forward() otherwise.
+  std::unique_ptr<StaticDecoder> fast;
+  if (opt.static_decode && model.device().is_cuda() && opt.max_new_tokens > 1 &&
+      StaticDecoder::available(model, cache, opt.max_new_tokens - 1)) {
+    try {
+      fast = std::make_unique<StaticDecoder>(model, cache, opt.max_new_tokens - 1);
+    } catch (const std::exception& e) {
+      static bool warned = false;
+      if (!warned) std::cerr << "warning: CUDA-graph decoding unavailable, decoding eagerly (" << e.what() << ")\n";
+      warned = true;
+    }
+  }
   for (int64_t step = 0; step < opt.max_new_tokens && n_done < B; ++step) {
     auto next = next_logits.argmax(-1).to(torch::kCPU);  // [B]
     auto acc = next.accessor<int64_t, 1>();
@@ -64,10 +79,15 @@ GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Ten
       }
     }
     if (n_done == B || step + 1 == opt.max_new_tokens) break;
+    if (fast) {
+      next_logits = fast->step(next);
+      continue;
+    }
     ForwardOptions fo;
     fo.chunk = opt.chunk;
     next_logits = model.forward(next.view({B, 1}), cache, fo).select(1, 0);
   }
+  if (fast) fast->commit();
   return r;
 }
 

@@ -14,6 +14,7 @@ struct GenerateOptions {
   int64_t max_new_tokens = 64;
   std::vector<int64_t> stop_ids;  // generation of a row ends after it emits one of these
   int64_t chunk = 4096;           // prefill chunk (see ForwardOptions::chunk)
+  bool static_decode = true;      // on CUDA: one CUDA graph per step (model/graph_decode.h)
 };
 
 struct GenerateResult {

@@ -4,13 +4,12 @@
 #include <array>
 #include <map>
 
+#include "model/rope.h"
 #include "util/compat.h"
 #include "util/error.h"
 #include "util/safetensors.h"
 
 namespace judgeq {
-
-namespace {
 
 // HF's inverse frequencies, in float32 exactly as transformers computes them.
 torch::Tensor rope_inv_freq(const ModelConfig& c) {
@@ -31,6 +30,8 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
   }
   return inv;
 }
+
+namespace {
 
 torch::Tensor rotate_half(const torch::Tensor& x) {
   auto halves = x.chunk(2, -1);

@@ -1,0 +1,236 @@
+#include "model/graph_decode.h"
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "model/rope.h"
+#include "util/error.h"
+
+// CUDA graphs where LibTorch has CUDA (the GPU machine); plain eager steps elsewhere.
+#if defined(__has_include)
+#if __has_include(<cuda_runtime_api.h>) && __has_include(<ATen/cuda/CUDAGraph.h>)
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define JUDGEQ_HAVE_CUDA_GRAPHS 1
+#endif
+#endif
+#ifndef JUDGEQ_HAVE_CUDA_GRAPHS
+#define JUDGEQ_HAVE_CUDA_GRAPHS 0
+#endif
+
+namespace judgeq {
+
+namespace {
+
+torch::Tensor rms(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto h = x.to(torch::kFloat32);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return w * h.to(x.scalar_type());
+}
+
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return torch::cat({-halves[1], halves[0]}, -1);
+}
+
+}  // namespace
+
+struct StaticDecoder::Impl {
+  const LlamaModel& model;
+  KVCache& cache;
+  int64_t B = 0, H = 0, Hkv = 0, Hc = 0, G = 0, D = 0, max_steps = 0, n_steps = 0;
+  double scale = 1.0;
+  std::vector<int64_t> base_pos;
+  // Weights (views of the model's).
+  torch::Tensor embed, norm, lm_head;
+  std::vector<std::array<torch::Tensor, 6>> layers;  // qkv, o, gate_up, down, norm_attn, norm_mlp
+  // Static state read and written by the step.
+  torch::Tensor tok_in;    // [B, 1] int64
+  torch::Tensor step_idx;  // [1] int64: where this step's K/V go in the scratch buffers
+  torch::Tensor cos_tab, sin_tab;           // [B, max_steps, D] model dtype
+  std::vector<torch::Tensor> new_k, new_v;  // per layer [B, Hc, max_steps, D]
+  std::vector<torch::Tensor> ck, cv;        // per layer cache views [B*Hc, len, D]
+  std::vector<torch::Tensor> cmask;         // per layer additive [B*Hc, 1, len] float32, or undefined
+  torch::Tensor logits;                     // [B, V] float32 (output of the last step)
+  bool use_graph = false;
+#if JUDGEQ_HAVE_CUDA_GRAPHS
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+#endif
+
+  Impl(const LlamaModel& m, KVCache& c, int64_t steps) : model(m), cache(c), max_steps(steps) {}
+
+  // One decoding step on the static buffers; every op has fixed shapes and no host sync.
+  torch::Tensor body() {
+    const ModelConfig& cfg = model.config();
+    const double eps = cfg.rms_norm_eps;
+    auto h = torch::embedding(embed, tok_in);                  // [B, 1, hidden]
+    auto cs = cos_tab.index_select(1, step_idx).unsqueeze(1);  // [B, 1, 1, D]
+    auto sn = sin_tab.index_select(1, step_idx).unsqueeze(1);
+    // New entries 0..step are visible: additive [1, 1, max_steps].
+    auto ar = torch::arange(max_steps, step_idx.options());
+    auto new_mask = torch::zeros({max_steps}, h.options().dtype(torch::kFloat32))
+                        .masked_fill(ar > step_idx, -std::numeric_limits<float>::infinity())
+                        .view({1, 1, max_steps});
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const auto& W = layers[l];
+      auto qkv = torch::linear(rms(h, W[4], eps), W[0]);
+      auto parts = qkv.split({H * D, Hkv * D, Hkv * D}, -1);
+      auto q = parts[0].view({B, 1, H, D}).transpose(1, 2);
+      auto k = parts[1].view({B, 1, Hkv, D}).transpose(1, 2);
+      auto v = parts[2].view({B, 1, Hkv, D}).transpose(1, 2);
+      q = q * cs + rotate_half(q) * sn;
+      k = k * cs + rotate_half(k) * sn;
+      if (Hc != Hkv) {
+        k = k.repeat_interleave(H / Hkv, 1);
+        v = v.repeat_interleave(H / Hkv, 1);
+      }
+      new_k[l].index_copy_(2, step_idx, k);
+      new_v[l].index_copy_(2, step_idx, v);
+      // Grouped attention without repeat_kv: [B*Hc, G, D] queries against each head's keys.
+      auto qg = q.reshape({B * Hc, G, D});
+      auto nk = new_k[l].view({B * Hc, max_steps, D}), nv = new_v[l].view({B * Hc, max_steps, D});
+      auto s1 = torch::bmm(qg, ck[l].transpose(1, 2)).to(torch::kFloat32) * scale;  // [B*Hc, G, len]
+      if (cmask[l].defined()) s1 = s1 + cmask[l];
+      auto s2 = torch::bmm(qg, nk.transpose(1, 2)).to(torch::kFloat32) * scale + new_mask;
+      const int64_t len = ck[l].size(1);
+      auto p = torch::softmax(torch::cat({s1, s2}, -1), -1).to(h.scalar_type());
+      auto a = torch::bmm(p.narrow(-1, 0, len), cv[l]) + torch::bmm(p.narrow(-1, len, max_steps), nv);  // [B*Hc, G, D]
+      a = a.view({B, H, 1, D}).transpose(1, 2).reshape({B, 1, H * D});
+      h = h + torch::linear(a, W[1]);
+      auto gu = torch::linear(rms(h, W[5], eps), W[2]).chunk(2, -1);
+      h = h + torch::linear(torch::silu(gu[0]) * gu[1], W[3]);
+    }
+    auto out = torch::linear(rms(h, norm, eps), lm_head).to(torch::kFloat32).select(1, 0);  // [B, V]
+    step_idx.add_(1);
+    return out;
+  }
+};
+
+bool StaticDecoder::available(const LlamaModel& model, const KVCache& cache, int64_t max_steps) {
+  if (cache.n_layers() == 0 || max_steps <= 0) return false;
+  for (int64_t l = 0; l < cache.n_layers(); ++l)
+    if (cache.len(l) == 0) return false;
+  const auto& sw = model.config().sliding_window;
+  if (sw) {
+    int64_t far = 0;
+    for (auto p : cache.next_positions()) far = std::max(far, p + max_steps);
+    if (far > *sw) return false;
+  }
+  return true;
+}
+
+StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t max_steps, bool use_graph)
+    : impl_(std::make_unique<Impl>(model, cache, max_steps)) {
+  check(available(model, cache, max_steps), "static decoding needs a non-empty cache and no sliding window in reach");
+  Impl& I = *impl_;
+  const ModelConfig& c = model.config();
+  I.B = cache.batch();
+  I.H = c.n_heads;
+  I.Hkv = c.n_kv_heads;
+  I.Hc = cache.n_kv_heads();
+  I.G = I.H / I.Hc;
+  I.D = c.head_dim;
+  I.scale = 1.0 / std::sqrt(static_cast<double>(I.D));
+  I.base_pos = cache.next_positions();
+  std::map<std::string, torch::Tensor> w;
+  for (auto& [name, t] : model.named_weights()) w[name] = t;
+  I.embed = w.at("embed");
+  I.norm = w.at("norm");
+  I.lm_head = w.at("lm_head");
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "layer" + std::to_string(l) + ".";
+    I.layers.push_back({w.at(p + "qkv"), w.at(p + "o"), w.at(p + "gate_up"), w.at(p + "down"), w.at(p + "norm_attn"),
+                        w.at(p + "norm_mlp")});
+  }
+  const auto dev = model.device();
+  const auto dt = model.dtype();
+  auto iopt = torch::TensorOptions().dtype(torch::kInt64).device(dev);
+  I.tok_in = torch::zeros({I.B, 1}, iopt);
+  I.step_idx = torch::zeros({1}, iopt);
+  // cos/sin of every position the steps will use, as forward() computes them.
+  auto pos = torch::tensor(I.base_pos, torch::kInt64).view({I.B, 1}) + torch::arange(max_steps, torch::kInt64).view({1, max_steps});
+  auto freqs = pos.to(dev).to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq(c).to(dev).view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1);
+  I.cos_tab = emb.cos().to(dt);
+  I.sin_tab = emb.sin().to(dt);
+  auto fopt = torch::TensorOptions().dtype(dt).device(dev);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    I.new_k.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
+    I.new_v.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
+    const int64_t len = cache.len(l);
+    // Views of the cache buffers (no copy: [B, Hc] merge into one batch dimension).
+    I.ck.push_back(cache.keys(l).reshape({I.B * I.Hc, len, I.D}));
+    I.cv.push_back(cache.values(l).reshape({I.B * I.Hc, len, I.D}));
+    auto valid = cache.valid(l);
+    if (valid.defined())
+      I.cmask.push_back(torch::zeros({I.B * I.Hc, 1, len}, fopt.dtype(torch::kFloat32))
+                            .masked_fill(valid.reshape({I.B * I.Hc, 1, len}).logical_not(),
+                                         -std::numeric_limits<float>::infinity()));
+    else
+      I.cmask.push_back(torch::Tensor());
+  }
+#if JUDGEQ_HAVE_CUDA_GRAPHS
+  I.use_graph = use_graph && dev.is_cuda();
+  if (I.use_graph) {
+    // Warm up on a side stream (cuBLAS handles and workspaces), then capture one step.
+    auto stream = c10::cuda::getStreamFromPool(false, dev.index());
+    {
+      c10::cuda::CUDAStreamGuard guard(stream);
+      for (int i = 0; i < 2; ++i) I.body();
+      stream.synchronize();
+      I.step_idx.zero_();
+      I.graph = std::make_unique<at::cuda::CUDAGraph>();
+      I.graph->capture_begin();
+      I.logits = I.body();
+      I.graph->capture_end();
+      I.step_idx.zero_();
+    }
+    stream.synchronize();
+  }
+#else
+  (void)use_graph;
+#endif
+}
+
+StaticDecoder::~StaticDecoder() = default;
+
+torch::Tensor StaticDecoder::step(const torch::Tensor& tokens) {
+  Impl& I = *impl_;
+  check(I.n_steps < I.max_steps, "static decoder: more steps than the ", I.max_steps, " it was built for");
+  I.tok_in.copy_(tokens.view({I.B, 1}));
+#if JUDGEQ_HAVE_CUDA_GRAPHS
+  if (I.use_graph) {
+    I.graph->replay();
+    ++I.n_steps;
+    return I.logits;
+  }
+#endif
+  I.logits = I.body();
+  ++I.n_steps;
+  return I.logits;
+}
+
+int64_t StaticDecoder::steps() const { return impl_->n_steps; }
+bool StaticDecoder::graphed() const { return impl_->use_graph; }
+
+void StaticDecoder::commit() {
+  Impl& I = *impl_;
+  const int64_t n = I.n_steps;
+  if (n == 0) return;
+  auto pos = torch::tensor(I.base_pos, torch::kInt64).view({I.B, 1}) + torch::arange(n, torch::kInt64).view({1, n});
+  for (int64_t l = 0; l < I.cache.n_layers(); ++l) {
+    I.cache.append(l, I.new_k[l].narrow(2, 0, n), I.new_v[l].narrow(2, 0, n), pos);
+    // The cache may have moved its buffers: views taken before are stale now.
+    I.ck[l] = torch::Tensor();
+    I.cv[l] = torch::Tensor();
+  }
+  auto next = I.base_pos;
+  for (auto& p : next) p += n;
+  I.cache.set_next_positions(next);
+  I.n_steps = I.max_steps;  // no more steps after a commit
+}
+
+}  // namespace judgeq

@@ -1,0 +1,114 @@
+// The fixed-shape decoding step (replayed as a CUDA graph on GPUs) against token-by-token
+// forward(): same logits at every step and the same cache afterwards, for plain, ragged
+// (left-padded) and evicted caches with different lengths per layer.
+#include <gtest/gtest.h>
+
+#include "common.h"
+#include "model/generate.h"
+#include "model/graph_decode.h"
+#include "model/llama.h"
+#include "util/error.h"
+
+using namespace judgeq;
+
+namespace {
+
+std::unique_ptr<LlamaModel> tiny(const std::string& name = "tiny-llama31") {
+  return LlamaModel::load(test::fixtures() + "/hf/" + name, torch::kCPU, torch::kFloat32);
+}
+
+std::vector<int64_t> ids(int64_t n, int64_t vocab, int seed) {
+  torch::manual_seed(seed);
+  auto t = torch::randint(3, vocab, {n}, torch::kInt64);
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
+}
+
+// Runs `steps` greedy steps both ways from copies of `cache` and compares everything.
+void expect_same_as_forward(const LlamaModel& m, const KVCache& cache, torch::Tensor logits, int64_t steps) {
+  torch::NoGradGuard ng;
+  KVCache a = cache.clone(), b = cache.clone();
+  StaticDecoder dec(m, b, steps, /*use_graph=*/false);
+  auto la = logits.clone(), lb = logits.clone();
+  const int64_t B = cache.batch();
+  for (int64_t s = 0; s < steps; ++s) {
+    auto tok = la.argmax(-1);
+    ASSERT_TRUE(torch::equal(tok, lb.argmax(-1))) << "step " << s;
+    la = m.forward(tok.view({B, 1}), a).select(1, 0);
+    lb = dec.step(tok).clone();
+    EXPECT_LT((la - lb).abs().max().item<double>(), 2e-5) << "step " << s;
+  }
+  dec.commit();
+  EXPECT_EQ(a.next_positions(), b.next_positions());
+  for (int64_t l = 0; l < m.config().n_layers; ++l) {
+    ASSERT_EQ(a.len(l), b.len(l));
+    EXPECT_LT((a.keys(l) - b.keys(l)).abs().max().item<double>(), 1e-5);
+    EXPECT_LT((a.values(l) - b.values(l)).abs().max().item<double>(), 1e-5);
+    EXPECT_TRUE(torch::equal(a.positions(l), b.positions(l)));
+  }
+  // Decoding continues identically from the committed cache.
+  auto tok = la.argmax(-1).view({B, 1});
+  auto ca = m.forward(tok, a).select(1, 0), cb = m.forward(tok, b).select(1, 0);
+  EXPECT_LT((ca - cb).abs().max().item<double>(), 2e-5);
+}
+
+TEST(StaticDecode, EqualsForwardOnAPlainCache) {
+  torch::NoGradGuard ng;
+  for (std::string name : {"tiny-llama31", "tiny-mistral", "tiny-llama-tied-linear"}) {
+    SCOPED_TRACE(name);
+    auto m = tiny(name);
+    auto cache = m->new_cache(1);
+    auto logits = prefill(*m, {ids(37, m->config().vocab_size, 1)}, cache);
+    expect_same_as_forward(*m, cache, logits, 9);
+  }
+}
+
+TEST(StaticDecode, EqualsForwardOnARaggedBatch) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  auto cache = m->new_cache(2);
+  auto logits = prefill(*m, {ids(30, m->config().vocab_size, 2), ids(13, m->config().vocab_size, 3)}, cache);
+  ASSERT_TRUE(cache.valid(0).defined());
+  expect_same_as_forward(*m, cache, logits, 7);
+}
+
+TEST(StaticDecode, EqualsForwardOnAnEvictedCacheWithPerLayerLengths) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  auto cache = m->new_cache(1);
+  auto logits = prefill(*m, {ids(40, m->config().vocab_size, 4)}, cache);
+  const int64_t Hkv = cache.n_kv_heads();
+  for (int64_t l = 0; l < m->config().n_layers; ++l) {
+    const int64_t keep = 10 + 5 * l;  // a different budget per layer, different entries per head
+    torch::manual_seed(100 + l);
+    std::vector<torch::Tensor> heads;
+    for (int64_t h = 0; h < Hkv; ++h) heads.push_back(std::get<0>(torch::randperm(40, torch::kInt64).narrow(0, 0, keep).sort()));
+    cache.gather(l, torch::stack(heads).unsqueeze(0));  // [1, Hkv, keep]
+  }
+  expect_same_as_forward(*m, cache, logits, 6);
+}
+
+TEST(StaticDecode, GreedyGenerationUsesItOnlyWhereAsked) {
+  // On CPU decode_greedy stays eager; the option exists and both settings agree.
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  GenerateOptions go;
+  go.max_new_tokens = 8;
+  auto a = generate(*m, {ids(21, m->config().vocab_size, 5)}, go);
+  go.static_decode = false;
+  auto b = generate(*m, {ids(21, m->config().vocab_size, 5)}, go);
+  EXPECT_EQ(a.tokens, b.tokens);
+}
+
+TEST(StaticDecode, RefusesMoreStepsThanBuiltFor) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  auto cache = m->new_cache(1);
+  auto logits = prefill(*m, {ids(12, m->config().vocab_size, 6)}, cache);
+  StaticDecoder dec(*m, cache, 2, false);
+  auto tok = logits.argmax(-1);
+  dec.step(tok);
+  dec.step(tok);
+  EXPECT_THROW(dec.step(tok), Error);
+}
+
+}  // namespace
