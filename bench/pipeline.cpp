@@ -7,9 +7,6 @@
 //   judgeq_bench_pipeline --config cfg.json --mode grid --tokenizer T --data-root D --out dir
 //     RULER niah_single_1 at 8K, 6 methods x 3 budgets: the grid engine (one prefill per sample,
 //     variants decoded together) vs one variant at a time with a prefill each (kvpress style).
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <fstream>
@@ -27,36 +24,15 @@
 #include "util/compat.h"
 #include "util/error.h"
 #include "util/safetensors.h"
+#include "bench/common.h"
 
 using namespace judgeq;
 using nlohmann::json;
+using namespace judgeq::bench;
 
 namespace {
 
-std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t seed, torch::Device dev) {
-  auto names = LlamaModel::expected_weights(c);
-  std::map<std::string, int64_t> order;
-  for (size_t i = 0; i < names.size(); ++i) order[names[i].first] = static_cast<int64_t>(i);
-  return LlamaModel::from_weights(
-      c,
-      [&](const std::string& name, const std::vector<int64_t>& shape) {
-        torch::manual_seed(seed + order.at(name));
-        auto r = torch::randn(shape, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
-        auto w = name.find("norm") != std::string::npos ? 1.0 + 0.1 * r : r * 0.02;
-        return w.to(torch::kBFloat16);
-      },
-      dev, torch::kBFloat16);
-}
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-void gpu_sync() { c10::cuda::device_synchronize(); }
-double peak_gib() {
-  auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-  return st.allocated_bytes[0].peak / double(1 << 30);
-}
-void reset_peak() { c10::cuda::CUDACachingAllocator::resetPeakStats(0); }
 
 // The naive student: soft tokens appended to the prompt in one forward with autograd; the mean
 // over the soft rows of their causal attention, restricted to the prompt keys.

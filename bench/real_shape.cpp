@@ -3,9 +3,6 @@
 // bench/hf_reference.py on the same GPU.
 //   judgeq_bench_real_shape --config cfg.json --mode parity --length 8192 --out dir
 //   judgeq_bench_real_shape --config cfg.json --mode speed --lengths 8192,32768,131072 --out dir
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <fstream>
@@ -21,38 +18,12 @@
 #include "util/compat.h"
 #include "util/error.h"
 #include "util/safetensors.h"
+#include "bench/common.h"
 
 using namespace judgeq;
 using nlohmann::json;
+using namespace judgeq::bench;
 
-namespace {
-
-std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t seed, torch::Device dev) {
-  auto names = LlamaModel::expected_weights(c);
-  std::map<std::string, int64_t> order;
-  for (size_t i = 0; i < names.size(); ++i) order[names[i].first] = static_cast<int64_t>(i);
-  return LlamaModel::from_weights(
-      c,
-      [&](const std::string& name, const std::vector<int64_t>& shape) {
-        torch::manual_seed(seed + order.at(name));
-        auto r = torch::randn(shape, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
-        auto w = name.find("norm") != std::string::npos ? 1.0 + 0.1 * r : r * 0.02;
-        return w.to(torch::kBFloat16);
-      },
-      dev, torch::kBFloat16);
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-void gpu_sync() { c10::cuda::device_synchronize(); }
-double peak_gib() {
-  auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-  return st.allocated_bytes[0].peak / double(1 << 30);
-}
-void reset_peak() { c10::cuda::CUDACachingAllocator::resetPeakStats(0); }
-
-}  // namespace
 
 int main(int argc, char** argv) {
   return run_main([&]() -> int {

@@ -1,0 +1,43 @@
+// Shared by the GPU benchmarks: the seeded random weights of bench/seeded_weights.md (identical to
+// bench/hf_reference.py's) and timing/memory helpers on the current CUDA device.
+#pragma once
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace judgeq::bench {
+
+inline std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t seed, torch::Device dev) {
+  auto names = LlamaModel::expected_weights(c);
+  std::map<std::string, int64_t> order;
+  for (size_t i = 0; i < names.size(); ++i) order[names[i].first] = static_cast<int64_t>(i);
+  return LlamaModel::from_weights(
+      c,
+      [&](const std::string& name, const std::vector<int64_t>& shape) {
+        torch::manual_seed(seed + order.at(name));
+        auto r = torch::randn(shape, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
+        auto w = name.find("norm") != std::string::npos ? 1.0 + 0.1 * r : r * 0.02;
+        return w.to(torch::kBFloat16);
+      },
+      dev, torch::kBFloat16);
+}
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+inline void gpu_sync() { c10::cuda::device_synchronize(); }
+inline double peak_gib() {
+  auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+  return st.allocated_bytes[0].peak / double(1 << 30);
+}
+inline void reset_peak() { c10::cuda::CUDACachingAllocator::resetPeakStats(0); }
+
+}  // namespace judgeq::bench
