@@ -568,7 +568,10 @@ struct RulerGenerator::Impl {
         {"freq_words_extraction", "Question:"},
         {"qa", "Answer the question based on the given documents."}};
     for (const auto& key : {"niah_needle_format", "niah_noise_haystack", "niah_depths_percent"}) (void)templates.at(key);
-    for (const auto& name : ruler_tasks()) {
+    std::vector<std::string> names = ruler_tasks();
+    for (const auto& q : ruler_qa_tasks())
+      if (templates.at("tasks").contains(q)) names.push_back(q);
+    for (const auto& name : names) {
       const auto& t = templates.at("tasks").at(name);
       TaskConfig c;
       c.name = name;
@@ -578,7 +581,8 @@ struct RulerGenerator::Impl {
           {"niah", {"type_haystack", "type_needle_k", "type_needle_v", "num_needle_k", "num_needle_v", "num_needle_q"}},
           {"variable_tracking", {"num_chains", "num_hops"}},
           {"common_words_extraction", {"freq_cw", "freq_ucw", "num_cw"}},
-          {"freq_words_extraction", {"alpha"}}};
+          {"freq_words_extraction", {"alpha"}},
+          {"qa", {"dataset"}}};
       for (const char* arg : kArgs.at(c.base)) (void)c.args.at(arg);
       const auto& b = templates.at("base_tasks").at(c.base);
       std::string tmpl = b.at("template").get<std::string>();
@@ -597,12 +601,138 @@ struct RulerGenerator::Impl {
   }
 
   const TaskConfig& config(const std::string& task) const {
+    if (task == "qa_1" && opt.squad_file.empty())
+      fail("RULER qa_1 needs the SQuAD v2.0 dev file, which is not bundled; download dev-v2.0.json from "
+           "https://rajpurkar.github.io/SQuAD-explorer/ and pass its path (judgeq-eval run --squad PATH)");
+    if (task == "qa_2" && opt.hotpotqa_file.empty())
+      fail("RULER qa_2 needs the HotpotQA dev distractor file, which is not bundled; download "
+           "hotpot_dev_distractor_v1.json from https://hotpotqa.github.io/ and pass its path (judgeq-eval run --hotpotqa PATH)");
     auto it = configs.find(task);
     if (it != configs.end()) return it->second;
-    if (task == "qa_1" || task == "qa_2")
-      fail("RULER task ", task, " is not available (got a QA task, expected one of the 11 synthetic tasks); it needs "
-           "SQuAD v2 dev / HotpotQA dev files, which are not bundled (data/NOTES.md section 1.2)");
-    fail("unknown RULER task (got \"", task, "\", expected one of ", join(ruler_tasks(), ", "), ")");
+    fail("unknown RULER task (got \"", task, "\", expected one of ", join(ruler_tasks(), ", "), ", qa_1, qa_2)");
+  }
+
+  // ---- QA (qa_1: SQuAD v2 dev, answerable questions; qa_2: HotpotQA dev distractor) ----
+  struct QaSet {
+    std::vector<std::string> docs;  // every distinct paragraph, sorted
+    struct Q {
+      std::string query;
+      std::vector<std::string> answers;
+      std::vector<size_t> gold, more;  // gold paragraphs; other paragraphs of the same article
+    };
+    std::vector<Q> qs;
+  };
+  std::map<std::string, std::shared_ptr<const QaSet>> qa_sets;
+
+  const QaSet& qa_set(const TaskConfig& c) {
+    const std::string dataset = c.args.at("dataset").get<std::string>();
+    auto it = qa_sets.find(dataset);
+    if (it != qa_sets.end()) return *it->second;
+    const bool squad = dataset == "squad";
+    check(squad || dataset == "hotpotqa", "RULER ", c.name, " has an unknown QA dataset (got ", dataset, ", expected squad or hotpotqa)");
+    const std::string path = squad ? opt.squad_file : opt.hotpotqa_file;
+    const std::string what = squad ? "SQuAD v2.0 dev (dev-v2.0.json)" : "HotpotQA dev distractor (hotpot_dev_distractor_v1.json)";
+    check(std::filesystem::is_regular_file(path), "RULER ", c.name, " data file not found (got '", path, "', expected ", what, ")");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_text(path));
+    } catch (const nlohmann::json::exception& e) {
+      fail("cannot parse ", path, " (got ", e.what(), ", expected ", what, " as JSON)");
+    }
+    auto set = std::make_shared<QaSet>();
+    try {
+      // Paragraph texts per question first, then one sorted pool of distinct paragraphs.
+      std::vector<std::vector<std::string>> gold_txt, more_txt;
+      std::set<std::string> pool;
+      if (squad) {
+        for (const auto& art : j.at("data")) {
+          std::vector<std::string> paras;
+          for (const auto& p : art.at("paragraphs")) paras.push_back(p.at("context").get<std::string>());
+          pool.insert(paras.begin(), paras.end());
+          for (const auto& p : art.at("paragraphs")) {
+            const std::string ctx = p.at("context").get<std::string>();
+            for (const auto& qa : p.at("qas")) {
+              if (qa.value("is_impossible", false)) continue;
+              QaSet::Q q;
+              q.query = qa.at("question").get<std::string>();
+              for (const auto& a : qa.at("answers")) q.answers.push_back(a.at("text").get<std::string>());
+              if (q.answers.empty()) continue;
+              set->qs.push_back(q);
+              gold_txt.push_back({ctx});
+              std::vector<std::string> more;
+              for (const auto& o : paras)
+                if (o != ctx) more.push_back(o);
+              more_txt.push_back(more);
+            }
+          }
+        }
+      } else {
+        for (const auto& d : j) {
+          QaSet::Q q;
+          q.query = d.at("question").get<std::string>();
+          q.answers = {d.at("answer").get<std::string>()};
+          std::vector<std::string> paras;
+          for (const auto& tp : d.at("context")) {
+            std::string text = tp.at(0).get<std::string>() + "\n";
+            for (const auto& sent : tp.at(1)) text += sent.get<std::string>();
+            paras.push_back(text);
+          }
+          pool.insert(paras.begin(), paras.end());
+          set->qs.push_back(q);
+          gold_txt.push_back(paras);
+          more_txt.push_back({});
+        }
+      }
+      set->docs.assign(pool.begin(), pool.end());
+      auto index_of = [&](const std::string& t) {
+        return size_t(std::lower_bound(set->docs.begin(), set->docs.end(), t) - set->docs.begin());
+      };
+      for (size_t i = 0; i < set->qs.size(); ++i) {
+        for (const auto& t : gold_txt[i]) set->qs[i].gold.push_back(index_of(t));
+        for (const auto& t : more_txt[i]) set->qs[i].more.push_back(index_of(t));
+      }
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, " is not ", what, " (got ", e.what(), "); pass the original file");
+    }
+    check(!set->qs.empty(), "no answerable questions in ", path, " (expected ", what, ")");
+    qa_sets[dataset] = set;
+    return *set;
+  }
+
+  // Question `index` (cycling over the file) with its gold paragraphs, then (SQuAD) other
+  // paragraphs of its article, then random others, n documents in all, shuffled.
+  Built build_qa(const TaskConfig& c, size_t n, size_t index, Rng& rng) {
+    const QaSet& set = qa_set(c);
+    const auto& q = set.qs[index % set.qs.size()];
+    std::vector<size_t> chosen = q.gold;
+    if (n > chosen.size()) {
+      const size_t want_more = n - chosen.size();
+      if (want_more <= q.more.size()) {
+        for (size_t k : rng.sample(q.more.size(), want_more)) chosen.push_back(q.more[k]);
+      } else {
+        chosen.insert(chosen.end(), q.more.begin(), q.more.end());
+        std::set<size_t> used(chosen.begin(), chosen.end());
+        std::vector<size_t> others;
+        for (size_t d = 0; d < set.docs.size(); ++d)
+          if (!used.count(d)) others.push_back(d);
+        const size_t extra = std::min(others.size(), n - chosen.size());
+        for (size_t k : rng.sample(others.size(), extra)) chosen.push_back(others[k]);
+      }
+    }
+    rng.shuffle(chosen);
+    const std::string fmt = templates.at("qa_document_format").get<std::string>();
+    std::vector<std::string> parts;
+    for (size_t i = 0; i < chosen.size(); ++i)
+      parts.push_back(format(fmt, {{"i", std::to_string(i + 1)}, {"document", set.docs[chosen[i]]}}));
+    std::map<std::string, std::string> vals = {{"context", join(parts, "\n\n")}, {"query", q.query}};
+    Built b;
+    b.context = format(c.context_template, vals);
+    b.question = format(c.question_template, vals);
+    b.answer_prefix = format(c.answer_prefix, vals);
+    b.refs = q.answers;
+    b.meta["question_index"] = index % set.qs.size();
+    b.meta["documents"] = chosen.size();
+    return b;
   }
 
   size_t budget(const TaskConfig& c) const {
@@ -969,6 +1099,7 @@ struct RulerGenerator::Impl {
       return {c.args.at("num_cw").get<size_t>(), std::max(cwe_words.size(), randle_words.size()),
               std::min<size_t>(500, cwe_words.size())};
     }
+    if (c.base == "qa") return {1, qa_set(c).docs.size(), 20};
     // fwe: the smallest count that gives ranks 2-4 at least one occurrence each.
     const double alpha = c.args.at("alpha"), z = zeta(alpha);
     size_t lo = 1;
@@ -976,7 +1107,8 @@ struct RulerGenerator::Impl {
     return {lo, SIZE_MAX / 4, 1000};
   }
 
-  Built build(const TaskConfig& c, size_t n, Rng& rng, const TokenCounter& count) {
+  Built build(const TaskConfig& c, size_t n, Rng& rng, const TokenCounter& count, size_t index = 0) {
+    if (c.base == "qa") return build_qa(c, n, index, rng);
     if (c.base == "niah") return build_niah(c, n, rng);
     if (c.base == "common_words_extraction") return build_cwe(c, n, rng);
     if (c.base == "freq_words_extraction") return build_fwe(c, n, rng);
@@ -1064,6 +1196,11 @@ struct RulerGenerator::Impl {
   }
 };
 
+const std::vector<std::string>& ruler_qa_tasks() {
+  static const std::vector<std::string> kTasks = {"qa_1", "qa_2"};
+  return kTasks;
+}
+
 const std::vector<std::string>& ruler_tasks() {
   static const std::vector<std::string> kTasks = {
       "niah_single_1",   "niah_single_2",   "niah_single_3", "niah_multikey_1", "niah_multikey_2", "niah_multikey_3",
@@ -1085,7 +1222,7 @@ size_t RulerGenerator::haystack_size(const std::string& task, const TokenCounter
 BenchSample RulerGenerator::sample(const std::string& task, size_t index, size_t haystack_size, const TokenCounter& count) {
   const auto& c = impl_->config(task);
   Rng rng(impl_->opt.seed, c.name, index);
-  Built b = impl_->build(c, haystack_size, rng, count);
+  Built b = impl_->build(c, haystack_size, rng, count, index);
   return impl_->make_sample(c, index, haystack_size, b, Impl::tokens(b, count));
 }
 
@@ -1101,7 +1238,7 @@ std::vector<BenchSample> RulerGenerator::generate(const std::string& task, const
   for (size_t i = 0; i < impl_->opt.num_samples; ++i) {
     auto attempt = [&](size_t n, Built& b) {
       Rng rng(impl_->opt.seed, c.name, i);  // the sample's content depends only on (seed, task, i, n)
-      b = impl_->build(c, n, rng, count);
+      b = impl_->build(c, n, rng, count, i);
       return Impl::tokens(b, count);
     };
     size_t n = n0;

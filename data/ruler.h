@@ -52,10 +52,16 @@ struct RulerOptions {
   size_t num_samples = 500;
   uint64_t seed = 42;
   size_t template_tokens = 0;  // tokens the chat template adds around the prompt
+  // qa_1 / qa_2 read these user-supplied files (not bundled): SQuAD v2.0 dev (dev-v2.0.json) and
+  // HotpotQA dev distractor (hotpot_dev_distractor_v1.json).
+  std::string squad_file, hotpotqa_file;
 };
 
 // The 11 synthetic task names, in RULER's order.
 const std::vector<std::string>& ruler_tasks();
+// RULER's two QA tasks (qa_1: SQuAD v2 dev, qa_2: HotpotQA dev), generated from user-supplied
+// files (RulerOptions::squad_file / hotpotqa_file).
+const std::vector<std::string>& ruler_qa_tasks();
 
 // nltk's Punkt sentence tokenizer (PunktSentenceTokenizer: word tokenisation, first and second
 // annotation passes, candidate contexts, slices and boundary realignment), ported with the English

@@ -156,6 +156,8 @@ int main(int argc, char** argv) {
     run->add_option("--lengths", ro.lengths, "RULER/NIAH context lengths in tokens")->delimiter(',')->capture_default_str();
     run->add_option("--depths", ro.depths, "NIAH needle depths in % (default 10 depths 0..100)")->delimiter(',');
     run->add_option("--data-dir", ro.data_dir, "data root with ruler/ and niah/ (default $JUDGEQ_DATA or ../shared/data); LongBench: folder of {task}.jsonl");
+    run->add_option("--squad", ro.squad, "RULER qa_1: path of SQuAD v2.0 dev (dev-v2.0.json, not bundled)");
+    run->add_option("--hotpotqa", ro.hotpotqa, "RULER qa_2: path of HotpotQA dev distractor (hotpot_dev_distractor_v1.json, not bundled)");
     run->add_option("--methods", ro.methods, "methods (comma-separated)")->delimiter(',')->capture_default_str();
     run->add_option("--budgets", ro.budgets, "budgets: entries per layer (128) or kvpress ratios (cr0.5)")->delimiter(',')->capture_default_str();
     run->add_option("--soft-tokens", ro.soft_tokens, "Judge Q soft tokens for --methods judgeq");

@@ -29,6 +29,7 @@ namespace judgeq {
 json RunOptions::to_json() const {
   return {{"model", model},       {"bench", bench},         {"tasks", tasks},
           {"lengths", lengths},   {"depths", depths},       {"data_dir", data_dir},
+          {"squad", squad},       {"hotpotqa", hotpotqa},
           {"methods", methods},   {"budgets", budgets},     {"soft_tokens", soft_tokens},
           {"method_options", method_options},               {"protocol", protocol},
           {"chat_template", chat_template},                 {"limit", limit},
@@ -53,6 +54,8 @@ void RunOptions::merge_json(const json& j, const std::vector<std::string>& set_o
     lengths = cur["lengths"].get<std::vector<int64_t>>();
     depths = cur["depths"].get<std::vector<double>>();
     data_dir = cur["data_dir"];
+    squad = cur["squad"];
+    hotpotqa = cur["hotpotqa"];
     methods = cur["methods"].get<std::vector<std::string>>();
     budgets.clear();
     for (auto& b : cur["budgets"]) budgets.push_back(b.is_string() ? b.get<std::string>() : b.dump());
@@ -83,12 +86,19 @@ std::vector<BenchSample> load_samples(const RunOptions& o, const Tokenizer& tok,
       check(len > 0 && len <= max_pos, "length ", len, " is beyond the model's maximum position ", max_pos,
             "; use --lengths up to ", max_pos);
   if (o.bench == "ruler") {
-    std::vector<std::string> tasks = o.tasks.empty() ? ruler_tasks() : o.tasks;
+    std::vector<std::string> tasks = o.tasks;
+    if (tasks.empty()) {  // the synthetic tasks, plus QA where its file is given
+      tasks = ruler_tasks();
+      if (!o.squad.empty()) tasks.push_back("qa_1");
+      if (!o.hotpotqa.empty()) tasks.push_back("qa_2");
+    }
     // Tokens the chat template adds around the prompt (the generator leaves room for them).
     const size_t extra = apply_chat_template(tok, chat, {{"user", ""}}, true).size();
     for (auto& t : tasks) {
-      check(std::find(ruler_tasks().begin(), ruler_tasks().end(), t) != ruler_tasks().end(), "unknown RULER task '", t,
-            "'; valid: niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, fwe");
+      const bool qa = std::find(ruler_qa_tasks().begin(), ruler_qa_tasks().end(), t) != ruler_qa_tasks().end();
+      check(qa || std::find(ruler_tasks().begin(), ruler_tasks().end(), t) != ruler_tasks().end(), "unknown RULER task '", t,
+            "'; valid: niah_single_1..3, niah_multikey_1..3, niah_multivalue, niah_multiquery, vt, cwe, fwe, qa_1 (--squad), "
+            "qa_2 (--hotpotqa)");
       for (auto len : o.lengths) {
         RulerOptions ro;
         ro.data_root = root;
@@ -96,6 +106,8 @@ std::vector<BenchSample> load_samples(const RunOptions& o, const Tokenizer& tok,
         ro.num_samples = o.limit > 0 ? static_cast<size_t>(o.limit) : 500;
         ro.seed = o.seed;
         ro.template_tokens = extra;
+        ro.squad_file = o.squad;
+        ro.hotpotqa_file = o.hotpotqa;
         auto v = generate_ruler(t, ro, count);
         all.insert(all.end(), v.begin(), v.end());
       }

@@ -15,6 +15,7 @@ struct RunOptions {
   std::vector<int64_t> lengths = {4096};  // RULER / NIAH target lengths in tokens
   std::vector<double> depths;             // NIAH depths in %; empty: 10 depths 0..100
   std::string data_dir;                   // shared data root (ruler/, niah/) or LongBench jsonl folder
+  std::string squad, hotpotqa;            // RULER qa_1 / qa_2 source files (user-supplied)
   std::vector<std::string> methods = {"full", "snapkv"};
   std::vector<std::string> budgets = {"128", "256"};
   std::string soft_tokens;

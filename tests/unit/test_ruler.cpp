@@ -10,6 +10,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "data/ruler.h"
 #include "model/tokenizer.h"
 #include "util/error.h"
@@ -286,6 +288,116 @@ TEST(RulerErrors, ReportWhatToDo) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("english_words.json"), std::string::npos) << e.what();
   }
+}
+
+// ---- QA (qa_1 from SQuAD v2 dev, qa_2 from HotpotQA dev distractor), on hand-made files in
+// the official formats.
+
+std::string write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string para(const std::string& topic, int i) {
+  std::string s = "This is paragraph " + std::to_string(i) + " about " + topic + ".";
+  for (int k = 0; k < 6; ++k) s += " It says little of note, sentence " + std::to_string(k) + ".";
+  return s;
+}
+
+std::string tiny_squad(const std::string& dir) {
+  nlohmann::json data = nlohmann::json::array();
+  for (int a = 0; a < 4; ++a) {
+    nlohmann::json paras = nlohmann::json::array();
+    for (int p = 0; p < 5; ++p) {
+      const std::string answer = "Answer" + std::to_string(a) + "x" + std::to_string(p);
+      nlohmann::json qas = nlohmann::json::array();
+      qas.push_back({{"question", "What is hidden in article " + std::to_string(a) + " part " + std::to_string(p) + "?"},
+                     {"id", "q" + std::to_string(a) + std::to_string(p)},
+                     {"answers", {{{"text", answer}, {"answer_start", 0}}}},
+                     {"is_impossible", false}});
+      qas.push_back({{"question", "An unanswerable question?"}, {"id", "u"}, {"answers", nlohmann::json::array()},
+                     {"plausible_answers", {{{"text", "x"}}}}, {"is_impossible", true}});
+      paras.push_back({{"context", answer + " opens it. " + para("article " + std::to_string(a), p)}, {"qas", qas}});
+    }
+    data.push_back({{"title", "Article" + std::to_string(a)}, {"paragraphs", paras}});
+  }
+  return write_text(dir + "/dev-v2.0.json", nlohmann::json({{"version", "v2.0"}, {"data", data}}).dump());
+}
+
+std::string tiny_hotpot(const std::string& dir) {
+  nlohmann::json all = nlohmann::json::array();
+  for (int q = 0; q < 6; ++q) {
+    nlohmann::json ctx = nlohmann::json::array();
+    for (int p = 0; p < 10; ++p)
+      ctx.push_back({"Title " + std::to_string(q) + "-" + std::to_string(p),
+                     {"First sentence of " + std::to_string(q) + "/" + std::to_string(p) + ". ", para("hotpot", p)}});
+    all.push_back({{"_id", std::to_string(q)}, {"question", "Which bridge is number " + std::to_string(q) + "?"},
+                   {"answer", "Bridge" + std::to_string(q)}, {"context", ctx}, {"type", "bridge"}, {"level", "easy"},
+                   {"supporting_facts", {{"Title " + std::to_string(q) + "-0", 0}}}});
+    all[q]["context"][3][1][0] = "Bridge" + std::to_string(q) + " is the answer. ";
+  }
+  return write_text(dir + "/hotpot_dev_distractor_v1.json", all.dump());
+}
+
+TEST(RulerQa, SquadAndHotpotSamplesHoldTheirAnswersAndFit) {
+  const std::string dir = test::temp_dir("ruler_qa");
+  auto o = options(1200, 4);
+  o.squad_file = tiny_squad(dir);
+  o.hotpotqa_file = tiny_hotpot(dir);
+  for (const std::string task : {"qa_1", "qa_2"}) {
+    SCOPED_TRACE(task);
+    auto v = RulerGenerator(o).generate(task, approx_tokens);
+    ASSERT_EQ(v.size(), 4u);
+    for (size_t i = 0; i < v.size(); ++i) {
+      const auto& s = v[i];
+      EXPECT_EQ(s.metric, "string_match_part");
+      EXPECT_EQ(s.max_new_tokens, 32);
+      EXPECT_EQ(s.answer_prefix, " Answer:");
+      ASSERT_EQ(s.references.size(), 1u);
+      // Question i in file order (answerable SQuAD questions only), its answer in a document.
+      const std::string want = task == "qa_1" ? "Answer" + std::to_string(i / 5) + "x" + std::to_string(i % 5)
+                                              : "Bridge" + std::to_string(i);
+      EXPECT_EQ(s.references[0], want);
+      EXPECT_NE(s.context.find(want), std::string::npos);
+      EXPECT_NE(s.context.find("Document 1:\n"), std::string::npos);
+      EXPECT_NE(s.question.find("Question: "), std::string::npos);
+      // Fills the target: prompt + 32 generated tokens within the length, more than one document.
+      const size_t t = approx_tokens(s.context + s.question + s.answer_prefix);
+      EXPECT_LE(t + 32, 1200u);
+      EXPECT_GT(t + 32, 900u);
+      EXPECT_GT(s.meta.at("documents").get<size_t>(), 1u);
+    }
+    // HotpotQA keeps all ten of a question's paragraphs (gold and distractors).
+    if (task == "qa_2") {
+      EXPECT_GE(v[0].meta.at("documents").get<size_t>(), 10u);
+    }
+    // Same seed, same samples; another seed, other documents.
+    auto again = RulerGenerator(o).generate(task, approx_tokens);
+    EXPECT_EQ(again[2].context, v[2].context);
+    auto o2 = o;
+    o2.seed = 7;
+    EXPECT_NE(RulerGenerator(o2).generate(task, approx_tokens)[2].context, v[2].context);
+  }
+}
+
+TEST(RulerQa, MissingOrMalformedFilesSayWhatToDo) {
+  const std::string dir = test::temp_dir("ruler_qa_bad");
+  auto expect_error = [](RulerOptions o, const std::string& task, const std::string& needle) {
+    try {
+      RulerGenerator(o).generate(task, approx_tokens);
+      FAIL() << task << " should be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error(options(1200, 1), "qa_2", "--hotpotqa");
+  auto o = options(1200, 1);
+  o.squad_file = dir + "/missing.json";
+  expect_error(o, "qa_1", "not found");
+  o.squad_file = write_text(dir + "/broken.json", "{\"data\": [");
+  expect_error(o, "qa_1", "cannot parse");
+  o.squad_file = write_text(dir + "/wrong.json", "{\"version\": 2}");
+  expect_error(o, "qa_1", "is not SQuAD");
 }
 
 TEST(RulerLlama3, LengthsWithTheRealTokenizer) {
