@@ -80,5 +80,9 @@ struct MethodInfo {
 const std::vector<MethodInfo>& method_infos();
 // Builds a method from its name and options (unknown names/options fail with the valid ones).
 std::unique_ptr<Method> make_method(const std::string& name, const nlohmann::json& options = nlohmann::json::object());
+// Judge Q with soft tokens held in memory ([S, hidden], any device and dtype; moved to the
+// model's on first use) instead of the "soft_tokens" file option, e.g. the trainer's validation.
+std::unique_ptr<Method> make_judgeq_method(const torch::Tensor& soft_embeddings,
+                                           const nlohmann::json& options = nlohmann::json::object());
 
 }  // namespace judgeq

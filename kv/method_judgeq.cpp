@@ -32,6 +32,14 @@ class JudgeQ : public Method {
     path_ = opt_.text("soft_tokens");
     check(!path_.empty(), "method judgeq needs its soft tokens: pass --soft-tokens FILE (made by judgeq-train)");
   }
+  // Soft tokens held in memory (the trainer's validation); "soft_tokens" must stay unset.
+  JudgeQ(const torch::Tensor& soft, const nlohmann::json& o) : opt_("judgeq", info_judgeq().defaults, o) {
+    sc_.read(opt_);
+    check(opt_.text("soft_tokens").empty(), "method judgeq got both in-memory soft tokens and a soft_tokens file");
+    check(soft.defined() && soft.dim() == 2 && soft.size(0) >= 1, "method judgeq needs soft tokens [S, hidden] (got ",
+          soft.defined() ? soft.sizes() : torch::IntArrayRef{}, ")");
+    soft_ = soft.detach();
+  }
   std::string name() const override { return "judgeq"; }
   nlohmann::json options() const override { return opt_.resolved(); }
   int64_t protected_tokens() const override { return sc_.window; }
@@ -39,7 +47,10 @@ class JudgeQ : public Method {
     const int64_t keep = resolve_budget(*this, b, st.n_ctx);
     if (keep >= st.n_ctx) return keep_all(st, sc_.query_head());
     const LlamaModel& m = *st.model;
-    if (!soft_.defined()) soft_ = load_soft_tokens(path_, m.config()).embeddings.to(m.device(), m.dtype());
+    if (!soft_.defined()) soft_ = load_soft_tokens(path_, m.config()).embeddings;
+    check(soft_.size(1) == m.config().hidden_size, "method judgeq: soft tokens of width ", soft_.size(1),
+          " do not fit the model (expected hidden_size ", m.config().hidden_size, ")");
+    if (soft_.device() != m.device() || soft_.scalar_type() != m.dtype()) soft_ = soft_.to(m.device(), m.dtype());
     const int64_t B = st.cache->batch(), S = soft_.size(0);
     check(st.n_ctx + S <= m.config().max_position_embeddings, "prompt of ", st.n_ctx, " tokens + ", S,
           " soft tokens exceeds max_position_embeddings ", m.config().max_position_embeddings);
@@ -75,4 +86,7 @@ MethodInfo info_judgeq() {
   return {"judgeq", "Judge Q: trained soft tokens after the prompt score its entries; their KV is dropped", d, h};
 }
 std::unique_ptr<Method> make_judgeq(const nlohmann::json& o) { return std::make_unique<JudgeQ>(o); }
+std::unique_ptr<Method> make_judgeq_method(const torch::Tensor& soft_embeddings, const nlohmann::json& options) {
+  return std::make_unique<JudgeQ>(soft_embeddings, options);
+}
 }  // namespace judgeq

@@ -6,6 +6,7 @@
 
 #include "model/llama2c.h"
 #include "trainer/trainer.h"
+#include "trainer/validation.h"
 #include "util/cli.h"
 #include "util/error.h"
 #include "util/safetensors.h"
@@ -139,6 +140,15 @@ int main(int argc, char** argv) {
     ff.add("--log-every", "log_every", fo.log_every, "steps per printed line (log.jsonl has every step)");
     ff.add("--val-every", "val_every", fo.val_every, "steps between validations");
     ff.add("--val-samples", "val_samples", fo.val_samples, "validation samples used (0: all)");
+    HitRateValidation hv;
+    f->add_option("--val-hit-budget", hv.budget,
+                  "with --val: also log the critical-KV hit rate vs the oracle of the soft tokens (judgeq) and of "
+                  "SnapKV at this budget (entries per layer, or crR; 0 or off: not measured)")
+        ->capture_default_str();
+    f->add_option("--val-hit-window", hv.window, "recent window kept by judgeq and SnapKV (SnapKV's observation window)")
+        ->capture_default_str();
+    f->add_option("--val-hit-pooling", hv.pooling, "pooling of their scores: none, max or avg (the methods' default: max)")
+        ->capture_default_str();
     ff.add("--checkpoint-every", "checkpoint_every", fo.checkpoint_every, "steps between checkpoints");
     ff.add("--stop-after", "stop_after", fo.stop_after, "stop after this many steps in this run, with a checkpoint (0: never)");
     ff.add_flag("--resume", "resume", fo.resume, "continue the run in --out from its checkpoint");
@@ -165,7 +175,13 @@ int main(int argc, char** argv) {
       if (it->count() > 0) fo.init_tokens = parse_id_list(init_tokens, "--init-tokens");
       FitOptions opt = ff.resolve(fo, fit_config);
       if (it->count() > 0) opt.init_tokens = fo.init_tokens;
-      fit(opt);
+      FitHooks hooks;
+      if (!opt.val.empty() && hv.budget != "0" && hv.budget != "off") {
+        hv.max_samples = opt.val_samples;
+        check_hit_rate_validation(hv);  // a bad budget fails before training starts
+        hooks.validate = hit_rate_validation_hook(hv);
+      }
+      fit(opt, hooks);
     } else if (*e) {
       export_soft_tokens(eo.checkpoint, eo.out);
       std::cout << "wrote " << eo.out << "\n";
