@@ -13,23 +13,9 @@ SHARED=$2
 TRAIN=$BUILD/judgeq-train
 EVAL=$BUILD/judgeq-eval
 MODEL=tests/fixtures/stories260K
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+. "$(dirname "$0")/harness.inc"
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT JUDGEQ_DIST TORCHELASTIC_USE_AGENT_STORE
 
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-expect_error() {  # expect_error "needle" cmd...
-  local needle=$1; shift
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$TMP/err")
-  if [ $rc -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q "^error: .*$needle" "$TMP/err"; then
-    fail "'$*' rc=$rc lines=$lines (wanted rc 1, one 'error: ...$needle' line):"; cat "$TMP/err"
-  fi
-}
 
 # The float32 values of a safetensors file's data section, one per line.
 floats() {

@@ -6,21 +6,8 @@ BUILD=$1
 SHARED=$2
 EVAL=$BUILD/judgeq-eval
 MODEL=tests/fixtures/stories260K
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+. "$(dirname "$0")/harness.inc"
 
-expect_error() {  # expect_error "needle" cmd...
-  local needle=$1; shift
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$TMP/err")
-  if [ $rc -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q "^error: .*$needle" "$TMP/err"; then
-    echo "FAIL: '$*' rc=$rc lines=$lines (wanted rc 1, one 'error: ...$needle' line):"; cat "$TMP/err"
-    fails=$((fails + 1))
-  fi
-}
 
 expect_error "does not exist" $EVAL generate --model "$TMP/nope" --prompt-ids '[1,2]'
 expect_error "missing config.json" $EVAL generate --model "$TMP" --prompt-ids '[1,2]'

@@ -6,22 +6,8 @@ BUILD=$1
 TRAIN=$BUILD/judgeq-train
 MODEL=tests/fixtures/stories260K
 TINY=tests/fixtures/hf/tiny-llama31
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
+. "$(dirname "$0")/harness.inc"
 
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-expect_error() {  # expect_error "needle" cmd...
-  local needle=$1; shift
-  "$@" >"$TMP/out" 2>"$TMP/err"
-  local rc=$?
-  local lines
-  lines=$(wc -l <"$TMP/err")
-  if [ $rc -ne 1 ] || [ "$lines" -ne 1 ] || ! grep -q "^error: .*$needle" "$TMP/err"; then
-    fail "'$*' rc=$rc lines=$lines (wanted rc 1, one 'error: ...$needle' line):"; cat "$TMP/err"
-  fi
-}
 
 cat >"$TMP/data.jsonl" <<'EOF'
 {"prompt": "Once upon a time, there was a little girl named Lily. She loved to play outside."}
