@@ -234,6 +234,31 @@ std::string render_markdown(const std::string& run_dir, const RunSummary& s,
   return md.str();
 }
 
+// RULER-style runs over several context lengths: the same tables once per length (the main
+// tables pool the lengths). NIAH has its heatmaps instead.
+std::string per_length_markdown(const std::vector<PredictionRecord>& records) {
+  std::map<std::pair<std::string, int64_t>, std::vector<PredictionRecord>> by;
+  std::map<std::string, std::set<int64_t>> lengths;
+  for (const auto& r : records)
+    if (r.length && r.bench != "niah") {
+      by[{r.bench, *r.length}].push_back(r);
+      lengths[r.bench].insert(*r.length);
+    }
+  std::ostringstream md;
+  for (const auto& [key, recs] : by) {
+    if (lengths[key.first].size() < 2) continue;
+    const RunSummary s = summarize(recs);
+    const auto views = bench_views(s, recs);
+    md << "\n## " << key.first << " at " << key.second << " tokens\n\n";
+    md_table(md, views.at(key.first), false);
+    if (std::any_of(s.averages.begin(), s.averages.end(), [](const BenchAverage& a) { return a.hit_rate.has_value(); })) {
+      md << "\nHit rate:\n\n";
+      md_table(md, views.at(key.first), true);
+    }
+  }
+  return md.str();
+}
+
 std::string render_csv(const RunSummary& s) {
   std::ostringstream csv;
   csv << "bench,task,method,budget,protocol,n,n_tasks,score,hit_rate,kept_mean,cache_bytes_mean\n";
@@ -516,7 +541,8 @@ void write_report(const std::string& run_dir) {
   const auto views = bench_views(s, records);
   const fs::path dir(run_dir);
   write_file_atomic((dir / "metrics.json").string(), render_metrics_json(s, records.size()));
-  write_file_atomic((dir / "results.md").string(), render_markdown(run_dir, s, views, records.size()));
+  write_file_atomic((dir / "results.md").string(),
+                    render_markdown(run_dir, s, views, records.size()) + per_length_markdown(records));
   write_file_atomic((dir / "results.csv").string(), render_csv(s));
 
   if (!plot::plots_available()) {

@@ -197,6 +197,36 @@ TEST(Report, MarkdownAndCsvTables) {
   EXPECT_NE(csv.find("ruler,vt,snapkv,128,paper,3,,40.17,0.400000,100.00,1000\n"), std::string::npos) << csv;
 }
 
+TEST(Report, RulerTablesPerLengthWhenSeveralLengths) {
+  // The sample rows are all at 4096; the same rows again at 8192 with other scores.
+  const std::string dir = test::temp_dir("report_lengths");
+  {
+    std::ofstream f(dir + "/predictions.jsonl");
+    for (auto& r : sample_rows()) f << r.dump() << "\n";
+    for (auto r : sample_rows())
+      if (r["bench"] == "ruler") {
+        r["length"] = 8192;
+        r["score"] = r["score"].get<double>() / 2;
+        f << r.dump() << "\n";
+      }
+  }
+  write_report(dir);
+  const std::string md = read_file(dir + "/results.md");
+  const size_t at4 = md.find("## ruler at 4096 tokens"), at8 = md.find("## ruler at 8192 tokens");
+  ASSERT_NE(at4, std::string::npos) << md;
+  ASSERT_NE(at8, std::string::npos) << md;
+  EXPECT_LT(at4, at8);
+  // Pooled table first (means over both lengths), then each length on its own.
+  EXPECT_NE(md.find("| full | full | paper | 75.00 | 67.50 | 71.25 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| full | full | paper | 100.00 | 90.00 | 95.00 |", at4), std::string::npos) << md;
+  EXPECT_NE(md.find("| full | full | paper | 50.00 | 45.00 | 47.50 |", at8), std::string::npos) << md;
+  EXPECT_NE(md.find("| snapkv | 128 | paper | 0.600 | 0.400 | 0.500 |", at8), std::string::npos) << md;
+  // One length only: no per-length sections (the main table is that length).
+  const std::string one = make_run("report_one_length");
+  write_report(one);
+  EXPECT_EQ(read_file(one + "/results.md").find(" tokens\n"), std::string::npos);
+}
+
 TEST(Report, PlotsArePngAndSvg) {
   if (!plot::plots_available()) GTEST_SKIP() << "built without cairo";
   const std::string dir = make_run("report_plots");
