@@ -23,20 +23,6 @@
 
 namespace judgeq {
 
-namespace {
-
-torch::Tensor rms(const torch::Tensor& x, const torch::Tensor& w, double eps) {
-  auto h = x.to(torch::kFloat32);
-  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
-  return w * h.to(x.scalar_type());
-}
-
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  auto halves = x.chunk(2, -1);
-  return torch::cat({-halves[1], halves[0]}, -1);
-}
-
-}  // namespace
 
 struct StaticDecoder::Impl {
   const LlamaModel& model;
@@ -76,13 +62,13 @@ struct StaticDecoder::Impl {
                         .view({1, 1, max_steps});
     for (size_t l = 0; l < layers.size(); ++l) {
       const auto& W = layers[l];
-      auto qkv = torch::linear(rms(h, W[4], eps), W[0]);
+      auto qkv = torch::linear(rms_norm(h, W[4], eps), W[0]);
       auto parts = qkv.split({H * D, Hkv * D, Hkv * D}, -1);
       auto q = parts[0].view({B, 1, H, D}).transpose(1, 2);
       auto k = parts[1].view({B, 1, Hkv, D}).transpose(1, 2);
       auto v = parts[2].view({B, 1, Hkv, D}).transpose(1, 2);
-      q = q * cs + rotate_half(q) * sn;
-      k = k * cs + rotate_half(k) * sn;
+      q = apply_rope(q, cs, sn);
+      k = apply_rope(k, cs, sn);
       if (Hc != Hkv) {
         k = k.repeat_interleave(H / Hkv, 1);
         v = v.repeat_interleave(H / Hkv, 1);
@@ -100,10 +86,10 @@ struct StaticDecoder::Impl {
       auto a = torch::bmm(p.narrow(-1, 0, len), cv[l]) + torch::bmm(p.narrow(-1, len, max_steps), nv);  // [B*Hc, G, D]
       a = a.view({B, H, 1, D}).transpose(1, 2).reshape({B, 1, H * D});
       h = h + torch::linear(a, W[1]);
-      auto gu = torch::linear(rms(h, W[5], eps), W[2]).chunk(2, -1);
+      auto gu = torch::linear(rms_norm(h, W[5], eps), W[2]).chunk(2, -1);
       h = h + torch::linear(torch::silu(gu[0]) * gu[1], W[3]);
     }
-    auto out = torch::linear(rms(h, norm, eps), lm_head).to(torch::kFloat32).select(1, 0);  // [B, V]
+    auto out = torch::linear(rms_norm(h, norm, eps), lm_head).to(torch::kFloat32).select(1, 0);  // [B, V]
     step_idx.add_(1);
     return out;
   }

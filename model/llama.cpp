@@ -31,14 +31,16 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
   return inv;
 }
 
-namespace {
-
-torch::Tensor rotate_half(const torch::Tensor& x) {
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   auto halves = x.chunk(2, -1);
-  return torch::cat({-halves[1], halves[0]}, -1);
+  return x * cos + torch::cat({-halves[1], halves[0]}, -1) * sin;
 }
 
-}  // namespace
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+  auto h = x.to(torch::kFloat32);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
+  return w * h.to(x.scalar_type());
+}
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaModel::expected_weights(const ModelConfig& c) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> e;
@@ -159,9 +161,7 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_weights() c
 
 // HF LlamaRMSNorm: statistics in float32, scale applied after casting back.
 torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& w) const {
-  auto h = x.to(torch::kFloat32);
-  h = h * torch::rsqrt(h.pow(2).mean(-1, true) + config_.rms_norm_eps);
-  return w * h.to(x.scalar_type());
+  return judgeq::rms_norm(x, w, config_.rms_norm_eps);
 }
 
 // q [B, H, Tq, D]; k, v [B, H_kv, Tk, D] with the Tq new keys last; key_valid [B, H_kv, Tk] or
@@ -284,8 +284,8 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     auto q = parts[0].view({B, n, H, D}).transpose(1, 2);
     auto k = parts[1].view({B, n, Hkv, D}).transpose(1, 2);
     auto v = parts[2].view({B, n, Hkv, D}).transpose(1, 2);
-    q = q * cs + rotate_half(q) * sn;
-    k = k * cs + rotate_half(k) * sn;
+    q = apply_rope(q, cs, sn);
+    k = apply_rope(k, cs, sn);
     if (head_layout) {
       // A cache in query-head layout (one entry set per query head, KVCache-Factory style).
       k = k.repeat_interleave(H / Hkv, 1);

@@ -1,9 +1,15 @@
-// RoPE's inverse frequencies [D/2] float32 (HF's computation, with llama3/linear scaling).
+// The decoder's small shared pieces (model/llama.cpp and the static decoding step use the same
+// ones): RoPE's inverse frequencies and rotation, and HF's RMSNorm.
 #pragma once
 #include <torch/torch.h>
 
 #include "model/config.h"
 
 namespace judgeq {
+// [D/2] float32, as transformers computes them (with llama3/linear scaling).
 torch::Tensor rope_inv_freq(const ModelConfig& config);
+// x * cos + rotate_half(x) * sin with HF's rotate-half convention.
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+// HF LlamaRMSNorm: statistics in float32, the weight applied after casting back.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 }  // namespace judgeq
