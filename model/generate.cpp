@@ -80,7 +80,7 @@ GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Ten
     }
     if (n_done == B || step + 1 == opt.max_new_tokens) break;
     if (fast) {
-      next_logits = fast->step(next);
+      next_logits = fast->step(next).clone();  // own copy: the graph's output buffer dies with it
       continue;
     }
     ForwardOptions fo;
