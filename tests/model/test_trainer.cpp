@@ -22,9 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// test::temp_dir names folders by an unseeded rand(): the pid keeps concurrent test processes
-// (ctest -j, several build folders) apart.
-std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 std::string tiny_dir() { return test::fixtures() + "/hf/tiny-llama31"; }
 std::string stories_dir() { return test::fixtures() + "/stories260K"; }
@@ -99,16 +96,6 @@ FitOptions quick_fit(const std::string& model, const std::string& train, const s
   return o;
 }
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
-}
 
 std::string file_bytes(const std::string& path) { return read_file(path); }
 
@@ -219,7 +206,7 @@ TEST(TrainerLoss, GradientMatchesFiniteDifferences) {
 // Training touches nothing but the soft embeddings: the model fit uses is bit-identical to a fresh
 // load after the last step, and no weight holds a gradient.
 TEST(Trainer, ModelWeightsUnchanged) {
-  auto dir = fresh_dir("fit_weights");
+  auto dir = test::temp_dir("fit_weights");
   auto ref = LlamaModel::load(tiny_dir(), torch::kCPU, torch::kFloat32);
   make_set(*ref, 3, 8, 6, 11).write(dir + "/train.h5");
   auto o = quick_fit(tiny_dir(), dir + "/train.h5", dir + "/run");
@@ -256,7 +243,7 @@ TEST(Trainer, ModelWeightsUnchanged) {
 // 2N steps in one run == N steps, stop, --resume, N more: bit for bit (CPU), across epoch
 // boundaries, with shuffling, random init and gradient accumulation.
 TEST(Trainer, ResumeIsBitExact) {
-  auto dir = fresh_dir("fit_resume");
+  auto dir = test::temp_dir("fit_resume");
   {
     auto m = LlamaModel::load(tiny_dir(), torch::kCPU, torch::kFloat32);
     make_set(*m, 5, 8, 6, 21).write(dir + "/train.h5");
@@ -296,13 +283,13 @@ TEST(Trainer, ResumeIsBitExact) {
     EXPECT_EQ(la[i]["lr"], lb[i]["lr"]);
   }
   // A run folder is never started over without --resume.
-  expect_error([&] { auto c = a; fit(c); }, {"already holds a training run", "--resume"});
+  test::expect_error([&] { auto c = a; fit(c); }, {"already holds a training run", "--resume"});
 }
 
 // On stories260K (a real small model) with prompts answered by the model itself, the loss falls.
 // (The hit rate against the oracle is asserted by the eviction library's tests.)
 TEST(Trainer, LossFallsOnStories260K) {
-  auto dir = fresh_dir("fit_stories");
+  auto dir = test::temp_dir("fit_stories");
   {
     std::ofstream f(dir + "/data.jsonl");
     const char* prompts[] = {
@@ -345,7 +332,7 @@ TEST(Trainer, LossFallsOnStories260K) {
 
 // The exported file, read by hand: 8-byte little-endian header length, JSON header, raw data.
 TEST(Trainer, ExportedFileReadByIndependentParser) {
-  auto dir = fresh_dir("fit_export");
+  auto dir = test::temp_dir("fit_export");
   auto m = LlamaModel::load(tiny_dir(), torch::kCPU, torch::kFloat32);
   auto set = make_set(*m, 2, 8, 5, 31);
   set.write(dir + "/train.h5");

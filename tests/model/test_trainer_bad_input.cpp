@@ -21,23 +21,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// test::temp_dir names folders by an unseeded rand(): the pid keeps concurrent test processes
-// (ctest -j, several build folders) apart.
-std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 std::string tiny_dir() { return test::fixtures() + "/hf/tiny-llama31"; }
 std::string stories_dir() { return test::fixtures() + "/stories260K"; }
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
-}
 
 void write_lines(const std::string& path, const std::vector<std::string>& lines) {
   std::ofstream f(path);
@@ -93,20 +80,20 @@ TrainSet tiny_set(int64_t n, int64_t T) {
 }  // namespace
 
 TEST(TrainerBadInput, MalformedLineStrictIsAnErrorWithItsLineNumber) {
-  auto dir = fresh_dir("prep_strict");
+  auto dir = test::temp_dir("prep_strict");
   auto lines = kStories;
   lines.insert(lines.begin() + 2, "{\"prompt\": \"unterminated");
   write_lines(dir + "/data.jsonl", lines);
   auto po = stories_prepare(dir);
   po.strict = true;
-  expect_error([&] { prepare_train_set(po); }, {"data.jsonl:3", "malformed JSON", "--strict"});
+  test::expect_error([&] { prepare_train_set(po); }, {"data.jsonl:3", "malformed JSON", "--strict"});
   EXPECT_FALSE(fs::exists(po.out));
   EXPECT_FALSE(fs::exists(po.out + ".parts"));
   for (auto& e : fs::directory_iterator(dir)) EXPECT_EQ(e.path().filename(), "data.jsonl") << e.path();
 }
 
 TEST(TrainerBadInput, MalformedAndTooLongLinesAreSkippedAndCounted) {
-  auto dir = fresh_dir("prep_skip");
+  auto dir = test::temp_dir("prep_skip");
   auto lines = kStories;
   lines.insert(lines.begin() + 1, "[1, 2, 3]");                            // line 2: not an object
   lines.insert(lines.begin() + 3, "{\"conversations\": [{\"from\": \"gpt\", \"value\": \"hi\"}]}");  // line 4: no human turn
@@ -146,7 +133,7 @@ TEST(TrainerBadInput, MalformedAndTooLongLinesAreSkippedAndCounted) {
 // stories260K never emits its EOS (llama2.c models separate stories with BOS), so a copy of it
 // is told that the first token it answers to prompt A with is its end of turn.
 TEST(TrainerBadInput, EmptyResponsesAreSkippedAndCounted) {
-  auto dir = fresh_dir("prep_empty");
+  auto dir = test::temp_dir("prep_empty");
   const std::string model_dir = dir + "/model";
   fs::copy(stories_dir(), model_dir, fs::copy_options::recursive);
   auto tok = Tokenizer::load(stories_dir());
@@ -172,20 +159,20 @@ TEST(TrainerBadInput, EmptyResponsesAreSkippedAndCounted) {
   // Only empty responses: an error, and no file.
   write_lines(dir + "/data.jsonl", {prompt_line(a)});
   fs::remove(po.out);
-  expect_error([&] { prepare_train_set(po); }, {"no usable samples", "1 empty responses"});
+  test::expect_error([&] { prepare_train_set(po); }, {"no usable samples", "1 empty responses"});
   EXPECT_FALSE(fs::exists(po.out));
   EXPECT_FALSE(fs::exists(po.out + ".parts"));
 }
 
 TEST(TrainerBadInput, PromptLimitsBeyondTheModel) {
-  auto dir = fresh_dir("prep_limits");
+  auto dir = test::temp_dir("prep_limits");
   write_lines(dir + "/data.jsonl", kStories);
   auto po = stories_prepare(dir);
   po.max_prompt_tokens = 600;  // stories260K has 512 positions
-  expect_error([&] { prepare_train_set(po); }, {"--max-prompt-tokens", "got 600", "max_position_embeddings"});
+  test::expect_error([&] { prepare_train_set(po); }, {"--max-prompt-tokens", "got 600", "max_position_embeddings"});
   po.max_prompt_tokens = 0;
   po.max_new_tokens = 512;
-  expect_error([&] { prepare_train_set(po); }, {"--max-new-tokens", "512"});
+  test::expect_error([&] { prepare_train_set(po); }, {"--max-new-tokens", "512"});
   EXPECT_FALSE(fs::exists(po.out));
   EXPECT_FALSE(fs::exists(po.out + ".parts"));
 
@@ -194,13 +181,13 @@ TEST(TrainerBadInput, PromptLimitsBeyondTheModel) {
   set.write(dir + "/long.h5");
   auto o = quick_fit(tiny_dir(), dir + "/long.h5", dir + "/run");
   o.soft_tokens = 8;
-  expect_error([&] { fit(o); }, {"line 10", "508", "max_position_embeddings = 512", "--soft-tokens"});
+  test::expect_error([&] { fit(o); }, {"line 10", "508", "max_position_embeddings = 512", "--soft-tokens"});
   EXPECT_FALSE(fs::exists(dir + "/run"));
 }
 
 // An interrupted preparation resumes after the lines already done, with the same result.
 TEST(TrainerBadInput, PrepareResumes) {
-  auto dir = fresh_dir("prep_resume");
+  auto dir = test::temp_dir("prep_resume");
   write_lines(dir + "/data.jsonl", kStories);
   auto po = stories_prepare(dir);
   po.out = dir + "/full.h5";
@@ -217,11 +204,11 @@ TEST(TrainerBadInput, PrepareResumes) {
   // Without --resume the unfinished parts are not silently thrown away.
   auto again = po;
   again.stop_after = 0;
-  expect_error([&] { prepare_train_set(again); }, {"unfinished preparation", "--resume"});
+  test::expect_error([&] { prepare_train_set(again); }, {"unfinished preparation", "--resume"});
   // Another setting cannot be mixed in.
   again.resume = true;
   again.max_new_tokens = 20;
-  expect_error([&] { prepare_train_set(again); }, {"other settings", "max_new_tokens"});
+  test::expect_error([&] { prepare_train_set(again); }, {"other settings", "max_new_tokens"});
   again.max_new_tokens = po.max_new_tokens;
   auto s2 = prepare_train_set(again);
   EXPECT_TRUE(s2.finished);
@@ -234,7 +221,7 @@ TEST(TrainerBadInput, PrepareResumes) {
 }
 
 TEST(TrainerBadInput, ResumeRefusesAnotherModelOrConfig) {
-  auto dir = fresh_dir("fit_refuse");
+  auto dir = test::temp_dir("fit_refuse");
   tiny_set(3, 10).write(dir + "/tiny.h5");
   auto o = quick_fit(tiny_dir(), dir + "/tiny.h5", dir + "/run");
   fit(o);
@@ -248,52 +235,52 @@ TEST(TrainerBadInput, ResumeRefusesAnotherModelOrConfig) {
   prepare_train_set(po);
   auto other = quick_fit(stories_dir(), po.out, dir + "/run");
   other.resume = true;
-  expect_error([&] { fit(other); }, {"cannot resume", "another model", "tiny-llama31", "stories260K", "--out"});
+  test::expect_error([&] { fit(other); }, {"cannot resume", "another model", "tiny-llama31", "stories260K", "--out"});
   // Another config.
   auto cfg = o;
   cfg.resume = true;
   cfg.lr = 5e-3;
   cfg.soft_tokens = 8;
-  expect_error([&] { fit(cfg); }, {"cannot resume", "another config", "lr: was 0.001, now 0.005", "soft_tokens: was 4, now 8"});
+  test::expect_error([&] { fit(cfg); }, {"cannot resume", "another config", "lr: was 0.001, now 0.005", "soft_tokens: was 4, now 8"});
   // Other data.
   tiny_set(4, 10).write(dir + "/tiny2.h5");
   auto data = o;
   data.resume = true;
   data.train = dir + "/tiny2.h5";
-  expect_error([&] { fit(data); }, {"cannot resume", "other data"});
+  test::expect_error([&] { fit(data); }, {"cannot resume", "other data"});
   // Without --resume.
-  expect_error([&] { fit(o); }, {"already holds a training run", "--resume"});
+  test::expect_error([&] { fit(o); }, {"already holds a training run", "--resume"});
   // The run folder is untouched by all of these.
   EXPECT_EQ(read_file(dir + "/run/checkpoint.safetensors"), ckpt);
   EXPECT_EQ(read_file(dir + "/run/log.jsonl"), log);
 }
 
 TEST(TrainerBadInput, BadFilesAndOptions) {
-  auto dir = fresh_dir("fit_badfiles");
+  auto dir = test::temp_dir("fit_badfiles");
   write_file_atomic(dir + "/junk.h5", "not hdf5 at all");
   auto o = quick_fit(tiny_dir(), dir + "/junk.h5", dir + "/run");
-  expect_error([&] { fit(o); }, {"not an HDF5 training set", "junk.h5", "judgeq-train prepare"});
+  test::expect_error([&] { fit(o); }, {"not an HDF5 training set", "junk.h5", "judgeq-train prepare"});
   o.train = dir + "/missing.h5";
-  expect_error([&] { fit(o); }, {"training set not found", "missing.h5"});
+  test::expect_error([&] { fit(o); }, {"training set not found", "missing.h5"});
   // A training set made for another model.
   tiny_set(2, 10).write(dir + "/tiny.h5");
   auto s = quick_fit(stories_dir(), dir + "/tiny.h5", dir + "/run");
-  expect_error([&] { fit(s); }, {"made with another model", "tiny-llama31", "judgeq-train prepare"});
+  test::expect_error([&] { fit(s); }, {"made with another model", "tiny-llama31", "judgeq-train prepare"});
   // Options.
   auto bad = quick_fit(tiny_dir(), dir + "/tiny.h5", dir + "/run");
   bad.loss = "l1";
-  expect_error([&] { fit(bad); }, {"unknown loss", "l1", "mse or kl"});
+  test::expect_error([&] { fit(bad); }, {"unknown loss", "l1", "mse or kl"});
   bad = quick_fit(tiny_dir(), dir + "/tiny.h5", dir + "/run");
   bad.init = "tokens";
-  expect_error([&] { fit(bad); }, {"--init-tokens"});
+  test::expect_error([&] { fit(bad); }, {"--init-tokens"});
   EXPECT_FALSE(fs::exists(dir + "/run"));
-  expect_error([] { FitOptions::from_json(json{{"learning_rate", 1}}); }, {"unknown config key", "learning_rate", "lr"});
-  expect_error([] { FitOptions::from_json(json{{"lr", "fast"}}); }, {"config key 'lr'", "a number"});
+  test::expect_error([] { FitOptions::from_json(json{{"learning_rate", 1}}); }, {"unknown config key", "learning_rate", "lr"});
+  test::expect_error([] { FitOptions::from_json(json{{"lr", "fast"}}); }, {"config key 'lr'", "a number"});
   auto ok = FitOptions::from_json(json{{"lr", 0.5}, {"soft_tokens", 16}, {"init_tokens", {1, 2}}});
   EXPECT_EQ(ok.lr, 0.5);
   EXPECT_EQ(ok.soft_tokens, 16);
   EXPECT_EQ(ok.init_tokens, (std::vector<int64_t>{1, 2}));
   EXPECT_EQ(FitOptions::from_json(ok.to_json()).to_json(), ok.to_json());
-  expect_error([&] { export_soft_tokens(dir + "/nothing", dir + "/x.safetensors"); }, {"no checkpoint in"});
+  test::expect_error([&] { export_soft_tokens(dir + "/nothing", dir + "/x.safetensors"); }, {"no checkpoint in"});
   EXPECT_FALSE(fs::exists(dir + "/x.safetensors"));
 }

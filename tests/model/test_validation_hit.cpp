@@ -25,7 +25,6 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string testbed() { return test::source_dir() + "/models/testbed"; }
-std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 // Chat-style prompts in the manner of scripts/softtokens/make_chat_data.py: an instruction around
 // a passage of `words` words of a public-domain book, passages taken at evenly spaced offsets
@@ -75,7 +74,7 @@ std::vector<json> read_log(const std::string& path) {
 
 TEST(ValidationHit, TrainedSoftTokensBeatTheirInitialisation) {
   if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
-  const std::string dir = fresh_dir("val_hit");
+  const std::string dir = test::temp_dir("val_hit");
   // Passages of 180 words (prompts of 270-320 tokens): 16 to train on, 6 held out.
   const std::string train_path = prepare(dir, "train", 16, 0, 2, 180);
   const std::string val_path = prepare(dir, "val", 6, 1, 6, 180);  // odd offsets: passages not trained on
@@ -156,7 +155,7 @@ TEST(ValidationHit, FitCommandLogsHitRates) {
   if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
   const std::string bin = test::binary_dir() + "/judgeq-train";
   ASSERT_TRUE(fs::exists(bin)) << bin << " is not built; build the judgeq-train target";
-  const std::string dir = fresh_dir("val_hit_cli");
+  const std::string dir = test::temp_dir("val_hit_cli");
   const std::string train = prepare(dir, "train", 2, 40, 2, 120);
   const std::string val = prepare(dir, "val", 2, 41, 2, 120);
   auto run = [&](const std::string& name, const std::string& extra) {

@@ -20,9 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// test::temp_dir names folders by an unseeded rand(): the pid keeps concurrent test processes
-// (ctest -j, several build folders) apart.
-std::string fresh_dir(const std::string& tag) { return test::temp_dir(tag + "_" + std::to_string(::getpid())); }
 
 ModelConfig tiny_config() { return ModelConfig::load(test::fixtures() + "/hf/tiny-llama31"); }
 ModelConfig stories_config() { return ModelConfig::load(test::fixtures() + "/stories260K"); }
@@ -49,22 +46,12 @@ json read_header(const std::string& path, std::string* data = nullptr) {
   return json::parse(bytes.substr(8, n));
 }
 
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
-}
 
 }  // namespace
 
 TEST(SoftTokens, RoundTripAndIndependentReader) {
   auto c = tiny_config();
-  auto dir = fresh_dir("soft_rt");
+  auto dir = test::temp_dir("soft_rt");
   const std::string path = dir + "/judgeq.safetensors";
   auto st = make_soft(c, 5, torch::kBFloat16);
   save_soft_tokens(path, st);
@@ -106,39 +93,39 @@ TEST(SoftTokens, RoundTripAndIndependentReader) {
 TEST(SoftTokens, RefusesAnotherModel) {
   auto tiny = tiny_config(), stories = stories_config();
   ASSERT_EQ(tiny.hidden_size, stories.hidden_size);  // same width: the config hash must catch it
-  auto dir = fresh_dir("soft_other");
+  auto dir = test::temp_dir("soft_other");
   save_soft_tokens(dir + "/s.safetensors", make_soft(tiny, 3, torch::kFloat32));
-  expect_error([&] { load_soft_tokens(dir + "/s.safetensors", stories); },
+  test::expect_error([&] { load_soft_tokens(dir + "/s.safetensors", stories); },
                {"made for another model", tiny.name, tiny.hash(), stories.hash(), "train soft tokens for this model"});
   // A different hidden size is refused as well.
   auto wide = tiny;
   wide.hidden_size = 128;
-  expect_error([&] { load_soft_tokens(dir + "/s.safetensors", wide); }, {"hidden 64", "hidden 128"});
+  test::expect_error([&] { load_soft_tokens(dir + "/s.safetensors", wide); }, {"hidden 64", "hidden 128"});
 }
 
 TEST(SoftTokens, RefusesUnknownVersionAndFormat) {
   auto c = tiny_config();
-  auto dir = fresh_dir("soft_ver");
+  auto dir = test::temp_dir("soft_ver");
   auto st = make_soft(c, 2, torch::kFloat32);
   st.metadata["format_version"] = 99;
   // save does not police the version (a newer tool may write one); the reader does.
   save_soft_tokens(dir + "/v.safetensors", st);
-  expect_error([&] { load_soft_tokens(dir + "/v.safetensors", c); },
+  test::expect_error([&] { load_soft_tokens(dir + "/v.safetensors", c); },
                {"unsupported soft-tokens format version", "got 99", "expected 1", "judgeq-train export"});
 
   write_safetensors(dir + "/w.safetensors", {{"x", torch::zeros({2, 2})}}, {{"format", "something-else"}});
-  expect_error([&] { load_soft_tokens(dir + "/w.safetensors", c); }, {"not a judgeq soft-tokens file", "something-else"});
-  expect_error([&] { load_soft_tokens(dir + "/missing.safetensors", c); }, {"not found", "missing.safetensors"});
+  test::expect_error([&] { load_soft_tokens(dir + "/w.safetensors", c); }, {"not a judgeq soft-tokens file", "something-else"});
+  test::expect_error([&] { load_soft_tokens(dir + "/missing.safetensors", c); }, {"not found", "missing.safetensors"});
 }
 
 TEST(SoftTokens, SaveChecksShapeAndMetadata) {
   auto c = tiny_config();
-  auto dir = fresh_dir("soft_save");
+  auto dir = test::temp_dir("soft_save");
   auto st = make_soft(c, 2, torch::kFloat32);
   st.embeddings = torch::zeros({3, c.hidden_size});
-  expect_error([&] { save_soft_tokens(dir + "/x.safetensors", st); }, {"does not match the embeddings"});
+  test::expect_error([&] { save_soft_tokens(dir + "/x.safetensors", st); }, {"does not match the embeddings"});
   st.metadata.erase("config_hash");
-  expect_error([&] { save_soft_tokens(dir + "/x.safetensors", st); }, {"lacks 'config_hash'"});
+  test::expect_error([&] { save_soft_tokens(dir + "/x.safetensors", st); }, {"lacks 'config_hash'"});
   EXPECT_FALSE(fs::exists(dir + "/x.safetensors"));
 }
 
