@@ -3,8 +3,10 @@
 // bench/hf_reference.py on the same GPU.
 //   judgeq_bench_real_shape --config cfg.json --mode parity --length 8192 --out dir
 //   judgeq_bench_real_shape --config cfg.json --mode speed --lengths 8192,32768,131072 --out dir
+//   judgeq_bench_real_shape --config cfg.json --mode save --out model_dir   (a checkpoint folder)
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -23,6 +25,7 @@
 using namespace judgeq;
 using nlohmann::json;
 using namespace judgeq::bench;
+namespace fs = std::filesystem;
 
 
 int main(int argc, char** argv) {
@@ -46,6 +49,18 @@ int main(int argc, char** argv) {
     auto model = seeded_model(cfg, seed, dev);
     json res = {{"config", cfg.to_json()}, {"impl", "judgeq"}, {"libtorch", compat::torch_version()}};
 
+    if (mode == "save") {
+      // The seeded model as a checkpoint folder (config.json + model.safetensors) for the command-line
+      // tools, e.g. the multi-GPU training scaling run; add a tokenizer next to it.
+      fs::create_directories(out);
+      std::vector<std::pair<std::string, torch::Tensor>> named;
+      for (auto& [name, w] : model->named_weights()) named.push_back({name, w.cpu()});
+      model.reset();
+      write_safetensors(out + "/model.safetensors", named);
+      write_file_atomic(out + "/config.json", read_file(config));
+      std::cout << "saved " << named.size() << " tensors to " << out << "\n";
+      return 0;
+    }
     if (mode == "parity") {
       const int64_t T = lengths.at(0);
       torch::manual_seed(seed + 100000);

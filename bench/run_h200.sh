@@ -3,25 +3,14 @@
 # (Llama-3.1-8B and Mistral-7B-v0.3 configs, seeded random bf16 weights, 8K tokens) and speed vs
 # HF transformers (sdpa, bf16) in the same run, the training-step benchmark and the grid-vs-
 # per-variant benchmark. Results land in $OUT (or ./bench_out).
-# Needs .dev/root (Debian's libpcre2-dev unpacked) and, for the grid, .dev/data/ruler and
+# Builds through scripts/gpu_common.sh. Needs .dev/root (Debian's libpcre2-dev unpacked) and, for the grid, .dev/data/ruler and
 # .dev/data/tokenizers/llama3 (copies of ../shared/data), carried along.
 # STAGES (default "parity speed train grid") and PARITY_MODELS select what runs.
 set -euo pipefail
 OUT=${OUT:-bench_out}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0
-PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-EXTRA=$(pwd)/.dev/root
-export JUDGEQ_EXTRA_PREFIX=$EXTRA
-export CPATH=$EXTRA/usr/include${CPATH:+:$CPATH}
-export LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}
-export LD_LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" \
-  -DJUDGEQ_BUILD_TESTS=OFF >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build-gpu -j16 --target judgeq_bench_real_shape judgeq_bench_pipeline judgeq-eval judgeq-train >"$OUT/build.log" 2>&1 || { grep -m20 -E "error" "$OUT/build.log"; tail -20 "$OUT/build.log"; exit 1; }
-grep -c "warning" "$OUT/build.log" | sed 's/^/compiler warnings: /' || true
-echo "build: $(( $(date +%s) - t0 )) s"
+source scripts/gpu_common.sh judgeq_bench_real_shape judgeq_bench_pipeline judgeq-eval judgeq-train
 STAGES=${STAGES:-parity speed train grid}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has train; then

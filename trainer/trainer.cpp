@@ -988,6 +988,7 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
     const double eta = elapsed / double(state.step - first_step) * double(total - state.step);
     json rec = {{"type", "train"},   {"step", state.step},  {"loss", loss},
                 {"lr", lr},          {"grad_norm", gnorm},  {"tokens_per_s", tokens / std::max(dt, 1e-9)},
+                {"samples_per_s", double(o.batch) / std::max(dt, 1e-9)},  {"step_s", dt},
                 {"epoch", double(state.samples_seen) / N},  {"elapsed_s", elapsed}, {"eta_s", eta}};
     emit(rec);
     if (!quiet && (state.step % o.log_every == 0 || state.step == total)) {

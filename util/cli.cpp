@@ -1,5 +1,10 @@
 #include "util/cli.h"
 
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -14,9 +19,30 @@ std::string first_line(const std::string& s) {
   auto n = s.find('\n');
   return n == std::string::npos ? s : s.substr(0, n);
 }
+// A crash (a bug, never bad input) prints one line naming the signal and a raw backtrace for the
+// report, then dies of the same signal so the exit status stays 128 + signal.
+extern "C" void on_fatal_signal(int sig) {
+  const char* name = sig == SIGSEGV ? "segmentation fault" : sig == SIGBUS ? "bus error" : sig == SIGFPE ? "arithmetic fault"
+                                                                                                          : "illegal instruction";
+  const char head[] = "error: internal crash (";
+  const char tail[] = "); please report it with the command you ran and this backtrace:\n";
+  ssize_t ignored = write(STDERR_FILENO, head, sizeof(head) - 1);
+  ignored = write(STDERR_FILENO, name, std::strlen(name));
+  ignored = write(STDERR_FILENO, tail, sizeof(tail) - 1);
+  (void)ignored;
+  void* frames[64];
+  backtrace_symbols_fd(frames, backtrace(frames, 64), STDERR_FILENO);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
 }  // namespace
 
 int run_main(const std::function<int()>& body) {
+  {
+    void* warm[1];
+    backtrace(warm, 1);  // loads libgcc before any crash, so the handler does not allocate
+  }
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) std::signal(sig, on_fatal_signal);
   try {
     return body();
   } catch (const Error& e) {

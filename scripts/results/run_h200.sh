@@ -9,26 +9,7 @@
 # ../shared/data) and .dev/soft/{chats,val}.jsonl (scripts/softtokens/make_chat_data.py).
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
-T0=$(date +%s); DEADLINE=${DEADLINE:-540}
-left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
-stage() { local need=$1; shift; if (( $(left) < need )); then echo "skip (time): $*"; return 1; fi; echo "== $* ($(left) s left)"; }
-box() { local s=$1; shift; local l; l=$(left); (( s > l )) && s=$l; timeout "$s" "$@"; }
-PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-EXTRA=$(pwd)/.dev/root
-export JUDGEQ_EXTRA_PREFIX=$EXTRA NCCL_NVLS_ENABLE=0
-export CPATH=$EXTRA/usr/include${CPATH:+:$CPATH}
-export LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}
-export LD_LIBRARY_PATH=$EXTRA/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$PREFIX" -DJUDGEQ_BUILD_TESTS=OFF >"$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-TARGETS="judgeq-eval judgeq-train judgeq_bench_real_shape judgeq_bench_pipeline"
-if ! cmake --build build-gpu -j16 --target $TARGETS >build.log 2>&1; then
-  grep -m10 -E "error" build.log; echo "build failed; retrying without NCCL"
-  cmake -S . -B build-gpu -DJUDGEQ_WITH_NCCL=OFF >>"$OUT/cmake.log" 2>&1
-  cmake --build build-gpu -j16 --target $TARGETS >build.log 2>&1 || { grep -m20 -E "error" build.log; tail -20 build.log; exit 1; }
-fi
-echo "build: $(( $(date +%s) - T0 )) s, compiler warnings: $(grep -c warning: build.log)"
-grep -q "JUDGEQ_HAVE_NCCL" build-gpu/build.ninja && echo "NCCL: compiled in" || echo "NCCL: not compiled in"
-B=build-gpu
+source scripts/gpu_common.sh judgeq-eval judgeq-train judgeq_bench_real_shape judgeq_bench_pipeline || exit 1
 cfg=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $cfg/config.json
 if stage 60 decode; then
   box 70 $B/bench/judgeq_bench_real_shape --config $cfg/config.json --mode decode --decode-context 32768 --decode-tokens 64 --out "$OUT" || echo "decode bench failed ($?)"
