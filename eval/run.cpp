@@ -231,7 +231,8 @@ int64_t run_eval(const RunOptions& o) {
   if ((fs::exists(pred_path) || fs::exists(parts_dir)) && !o.resume)
     fail("output folder ", o.out, " already holds results; pass --resume to continue it or choose another --out");
 
-  const Dist& dist = Dist::from_env(resolve_device(o.device));
+  const torch::Device requested = resolve_device(o.device);
+  const Dist& dist = Dist::from_env(requested);
   dist.barrier();  // every rank has looked at the folder before any part is written
   const bool sharded = dist.world > 1 || fs::exists(parts_dir);
   auto device = dist.device;

@@ -783,7 +783,8 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
   const int world = DistEnv::read().world;
   check(o.batch >= world, "--batch must be at least the number of processes (got ", o.batch, " and ", world,
         " processes); every rank needs a sample of each optimizer step: raise --batch or launch fewer processes");
-  const Dist& dist = Dist::from_env(resolve_device(o.device));
+  const torch::Device requested = resolve_device(o.device);
+  const Dist& dist = Dist::from_env(requested);
   const bool quiet = o.quiet || !dist.is_root();
   const torch::Device device = dist.device;
   const torch::Dtype dtype = resolve_dtype(o.dtype, device);

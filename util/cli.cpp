@@ -1,9 +1,12 @@
 #include "util/cli.h"
 
+#include <dlfcn.h>
 #include <execinfo.h>
+#include <signal.h>
+#include <ucontext.h>
 #include <unistd.h>
 
-#include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -19,21 +22,46 @@ std::string first_line(const std::string& s) {
   auto n = s.find('\n');
   return n == std::string::npos ? s : s.substr(0, n);
 }
-// A crash (a bug, never bad input) prints one line naming the signal and a raw backtrace for the
-// report, then dies of the same signal so the exit status stays 128 + signal.
-extern "C" void on_fatal_signal(int sig) {
+// A crash (a bug, never bad input) prints one line naming the signal, the faulting code address
+// (module + offset, for addr2line) and a raw backtrace for the report, then dies of the same signal
+// so the exit status stays 128 + signal.
+void put(const char* s) {
+  ssize_t ignored = write(STDERR_FILENO, s, std::strlen(s));
+  (void)ignored;
+}
+void put_code_address(const char* what, const void* pc) {
+  char buf[512];
+  Dl_info info{};
+  if (pc && dladdr(pc, &info) && info.dli_fname)
+    std::snprintf(buf, sizeof buf, "%s %p = %s+0x%lx (%s)\n", what, pc, info.dli_fname,
+                  (unsigned long)((const char*)pc - (const char*)info.dli_fbase), info.dli_sname ? info.dli_sname : "?");
+  else
+    std::snprintf(buf, sizeof buf, "%s %p\n", what, pc);
+  put(buf);
+}
+extern "C" void on_fatal_signal(int sig, siginfo_t* si, void* uctx) {
   const char* name = sig == SIGSEGV ? "segmentation fault" : sig == SIGBUS ? "bus error" : sig == SIGFPE ? "arithmetic fault"
                                                                                                           : "illegal instruction";
-  const char head[] = "error: internal crash (";
-  const char tail[] = "); please report it with the command you ran and this backtrace:\n";
-  ssize_t ignored = write(STDERR_FILENO, head, sizeof(head) - 1);
-  ignored = write(STDERR_FILENO, name, std::strlen(name));
-  ignored = write(STDERR_FILENO, tail, sizeof(tail) - 1);
-  (void)ignored;
+  put("error: internal crash (");
+  put(name);
+  put("); please report it with the command you ran and what follows:\n");
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "fault address %p\n", si ? si->si_addr : nullptr);
+  put(buf);
+#if defined(__x86_64__) && defined(REG_RIP)
+  if (uctx) {
+    const auto* uc = static_cast<const ucontext_t*>(uctx);
+    put_code_address("code address", reinterpret_cast<const void*>(uc->uc_mcontext.gregs[REG_RIP]));
+    // After a call through a bad pointer the caller's return address is on top of the stack.
+    put_code_address("top of stack", *reinterpret_cast<void* const*>(uc->uc_mcontext.gregs[REG_RSP]));
+  }
+#else
+  (void)uctx;
+#endif
   void* frames[64];
   backtrace_symbols_fd(frames, backtrace(frames, 64), STDERR_FILENO);
-  std::signal(sig, SIG_DFL);
-  std::raise(sig);
+  signal(sig, SIG_DFL);
+  raise(sig);
 }
 }  // namespace
 
@@ -42,7 +70,11 @@ int run_main(const std::function<int()>& body) {
     void* warm[1];
     backtrace(warm, 1);  // loads libgcc before any crash, so the handler does not allocate
   }
-  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) std::signal(sig, on_fatal_signal);
+  struct sigaction sa {};
+  sa.sa_sigaction = on_fatal_signal;
+  sa.sa_flags = SA_SIGINFO;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) sigaction(sig, &sa, nullptr);
   try {
     return body();
   } catch (const Error& e) {
