@@ -18,6 +18,7 @@
 #include "util/compat.h"
 #include "util/distributed.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/progress.h"
 #include "util/safetensors.h"
 
@@ -208,7 +209,7 @@ void merge_parts(const std::string& pred_path, const std::string& parts_dir, con
       if (it != line_of.end()) text += it->second + "\n";
     }
   write_file_atomic(pred_path, text);
-  fs::remove_all(parts_dir);
+  remove_tree(parts_dir);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "util/cli.h"
 #include "util/distributed.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/hash.h"
 #include "util/safetensors.h"
 
@@ -307,7 +308,7 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
   } catch (...) {
     // A preparation that failed before its first part leaves nothing behind; parts already
     // written stay for --resume.
-    if (n_parts == 0) fs::remove_all(parts);
+    if (n_parts == 0) remove_tree(parts);
     throw;
   }
   st.written = done.size();
@@ -318,7 +319,7 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
     return st;
   }
   if (done.size() == 0) {
-    fs::remove_all(parts);
+    remove_tree(parts);
     fail("no usable samples in ", o.data, " (got ", st.lines, " lines: ", st.malformed, " malformed, ",
          st.empty_responses, " empty responses, ", st.too_short, " prompts shorter than ", o.min_prompt_tokens,
          " tokens, ", st.too_long, " longer than ", max_prompt, "); check the file and the length limits");
@@ -336,7 +337,7 @@ PrepareStats prepare_train_set(const PrepareOptions& o) {
                      {"n_too_long", st.too_long},
                      {"prepare_config", filtered(o.to_json(), {"resume", "quiet"})}};
   done.write(o.out);
-  fs::remove_all(parts);
+  remove_tree(parts);
   return st;
 }
 
