@@ -15,6 +15,15 @@
 
 namespace judgeq::bench {
 
+// The i-th tensor of LlamaModel::expected_weights(c), named `name` (bench/seeded_weights.md).
+inline torch::Tensor seeded_weight(const std::string& name, const std::vector<int64_t>& shape, int64_t i, int64_t seed,
+                                   torch::Device dev) {
+  torch::manual_seed(seed + i);
+  auto r = torch::randn(shape, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
+  auto w = name.find("norm") != std::string::npos ? 1.0 + 0.1 * r : r * 0.02;
+  return w.to(torch::kBFloat16);
+}
+
 inline std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t seed, torch::Device dev) {
   auto names = LlamaModel::expected_weights(c);
   std::map<std::string, int64_t> order;
@@ -22,10 +31,7 @@ inline std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t se
   return LlamaModel::from_weights(
       c,
       [&](const std::string& name, const std::vector<int64_t>& shape) {
-        torch::manual_seed(seed + order.at(name));
-        auto r = torch::randn(shape, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
-        auto w = name.find("norm") != std::string::npos ? 1.0 + 0.1 * r : r * 0.02;
-        return w.to(torch::kBFloat16);
+        return seeded_weight(name, shape, order.at(name), seed, dev);
       },
       dev, torch::kBFloat16);
 }

@@ -46,16 +46,19 @@ int main(int argc, char** argv) {
     torch::NoGradGuard ng;
     auto cfg = ModelConfig::from_json(json::parse(read_file(config)), config);
     torch::Device dev(torch::kCUDA);
-    auto model = seeded_model(cfg, seed, dev);
+    std::unique_ptr<LlamaModel> model;
+    if (mode != "save") model = seeded_model(cfg, seed, dev);
     json res = {{"config", cfg.to_json()}, {"impl", "judgeq"}, {"libtorch", compat::torch_version()}};
 
     if (mode == "save") {
-      // The seeded model as a checkpoint folder (config.json + model.safetensors) for the command-line
-      // tools, e.g. the multi-GPU training scaling run; add a tokenizer next to it.
+      // The seeded weights under their Hugging Face names as a checkpoint folder (config.json +
+      // model.safetensors) for the command-line tools; add a tokenizer next to it.
       fs::create_directories(out);
       std::vector<std::pair<std::string, torch::Tensor>> named;
-      for (auto& [name, w] : model->named_weights()) named.push_back({name, w.cpu()});
-      model.reset();
+      const auto expected = LlamaModel::expected_weights(cfg);
+      for (size_t i = 0; i < expected.size(); ++i)
+        named.push_back({expected[i].first,
+                         seeded_weight(expected[i].first, expected[i].second, int64_t(i), seed, dev).cpu()});
       write_safetensors(out + "/model.safetensors", named);
       write_file_atomic(out + "/config.json", read_file(config));
       std::cout << "saved " << named.size() << " tensors to " << out << "\n";

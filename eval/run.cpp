@@ -279,7 +279,7 @@ int64_t run_eval(const RunOptions& o) {
     // Cut a partial last line left by an interruption, so appended lines stay one per line.
     const std::string text = read_file(out_path);
     const size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
-    if (keep != text.size()) fs::resize_file(out_path, keep);
+    if (keep != text.size()) truncate_file(out_path, keep);
   }
   std::ofstream pred(out_path, std::ios::app);
   check(static_cast<bool>(pred), "cannot write ", out_path);

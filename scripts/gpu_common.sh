@@ -21,7 +21,9 @@ gpu_build() {
   local t0 log=${OUT:-.}/build.log prefix
   t0=$(date +%s)
   prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)') || return 1
+  # GIT_COMMIT: the commit of a source copy whose .git is absent or stale.
   cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" -DJUDGEQ_BUILD_TESTS=OFF \
+    ${GIT_COMMIT:+-DJUDGEQ_GIT_COMMIT=$GIT_COMMIT} \
     >"$log" 2>&1 || { tail -30 "$log"; return 1; }
   if ! cmake --build $B -j"$(nproc)" --target "$@" >>"$log" 2>&1; then
     grep -m10 -E "error" "$log"; echo "build failed; retrying without NCCL"

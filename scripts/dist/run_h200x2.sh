@@ -6,11 +6,13 @@
 #   2. Llama-3.1-8B shape (seeded random bf16 weights saved as a checkpoint folder, Llama-3
 #      tokenizer): prepare 64 chats, fit at 1 and 2 GPUs: samples/s;
 #   3. testbed RULER 4K evaluation at 1 and 2 GPUs: both metrics.json and results.md come back.
-# Carry .dev/root, .dev/data (ruler/, tokenizers/llama3) and .dev/soft/chats.jsonl. Results: $OUT/
+# STAGES (default "testbed l8b eval") picks the parts. Carry .dev/root, .dev/data (ruler/, tokenizers/llama3) and .dev/soft/chats.jsonl. Results: $OUT/
 # (log lines, dist_scaling.json, eval_w{1,2}_{metrics.json,results.md}).
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
 DEADLINE=${DEADLINE:-570}
+STAGES=${STAGES:-testbed l8b eval}
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 source scripts/gpu_common.sh judgeq-eval judgeq-train judgeq_bench_real_shape || exit 1
 export NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
@@ -19,7 +21,7 @@ on() {  # N: the launcher prefix for N processes
   if [ "$1" = 1 ]; then echo ""; else echo "torchrun --no-python --nproc-per-node $1 --master-port 2953$1"; fi
 }
 
-if stage 60 testbed prepare; then
+if has testbed && stage 60 testbed prepare; then
   box 90 $B/judgeq-train prepare --model $TB --data .dev/soft/chats.jsonl --out $W/tb.h5 --max-new-tokens 48 \
     --max-prompt-tokens 3000 --batch 64 --device cuda --dtype fp32 --log-every 400
   echo "prepare exit code: $?"; ls $W
@@ -34,7 +36,7 @@ fit_pair() {  # tag model h5 dtype steps batch
 }
 [ -f $W/tb.h5 ] && fit_pair testbed $TB $W/tb.h5 fp32 60 8
 
-if stage 200 8B checkpoint; then
+if has l8b && stage 200 8B checkpoint; then
   M=$W/l8b; mkdir -p $M; cp bench/configs/llama-3.1-8b.json $W/l8b_config.json
   box 120 $B/bench/judgeq_bench_real_shape --config $W/l8b_config.json --mode save --out $M && \
     cp .dev/data/tokenizers/llama3/tokenizer.model $M/ && du -sh $M
@@ -51,7 +53,7 @@ evalrun() {  # world out
     --soft-tokens $TB/judgeq.safetensors --device cuda --dtype fp32 --max-batch 16 --out $2 2>&1 | tail -3
 }
 for w in 1 2; do
-  if stage 60 "eval, $w GPU(s)"; then evalrun $w $W/eval_w$w; cp $W/eval_w$w/metrics.json "$OUT/eval_w${w}_metrics.json"; cp $W/eval_w$w/results.md "$OUT/eval_w${w}_results.md"; fi
+  if has eval && stage 60 "eval, $w GPU(s)"; then evalrun $w $W/eval_w$w; cp $W/eval_w$w/metrics.json "$OUT/eval_w${w}_metrics.json"; cp $W/eval_w$w/results.md "$OUT/eval_w${w}_results.md"; fi
 done
 
 python3 - "$W" "$OUT/dist_scaling.json" <<'PY'

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "common.h"
 #include "util/files.h"
@@ -41,5 +42,16 @@ TEST(Files, RemoveTreeThatCannotDeleteSaysSo) {
   ::chmod((dir + "/locked").c_str(), 0500);
   test::expect_error([&] { remove_tree(dir + "/locked"); }, {"cannot delete", "locked"});
   ::chmod((dir + "/locked").c_str(), 0700);
+  fs::remove_all(dir);
+}
+
+TEST(Files, TruncateFileKeepsThePrefix) {
+  const std::string dir = test::temp_dir("files_trunc"), f = dir + "/pred.jsonl";
+  std::ofstream(f) << "{\"a\":1}\n{\"b\":";
+  truncate_file(f, 8);
+  std::ifstream in(f);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "{\"a\":1}\n");
+  test::expect_error([&] { truncate_file(dir + "/missing.jsonl", 0); }, {"cannot shorten", "missing.jsonl"});
   fs::remove_all(dir);
 }
