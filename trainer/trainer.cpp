@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <numeric>
 #include <random>
 #include <set>
 #include <sstream>
@@ -767,6 +768,26 @@ void check_fits(const TrainSet& set, const std::string& path, const ModelConfig&
 
 // ---- fit ------------------------------------------------------------------------------------
 
+namespace {
+// The samples of one global batch this rank computes: longest first, each to the rank with the
+// fewest tokens so far (ties to the lower rank), so that ranks finish their shares together. Every
+// rank computes the same split; one process takes the whole batch in order.
+std::vector<int64_t> rank_share(const std::vector<int64_t>& batch, const TrainSet& set, int world, int rank) {
+  if (world <= 1) return batch;
+  std::vector<size_t> order(batch.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  auto cost = [&](size_t i) { return set.prompt_length(batch[i]) + set.response_length(batch[i]); };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost(a) > cost(b); });
+  std::vector<int64_t> load(world, 0), mine;
+  for (size_t i : order) {
+    const int r = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[r] += cost(i);
+    if (r == rank) mine.push_back(batch[i]);
+  }
+  return mine;
+}
+}  // namespace
+
 FitResult fit(const FitOptions& o, const FitHooks& hooks) {
   validate_fit_options(o);
   const ModelConfig cfg = ModelConfig::load(o.model);
@@ -940,23 +961,23 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
     auto soft = master.detach().clone().requires_grad_(true);  // [S, hidden] float32 leaf
     double loss_sum = 0;
     int64_t tokens = 0;
+    // The global batch (identical on every rank), then this rank's share of it.
+    std::vector<int64_t> batch_ids;
     for (int64_t b = 0; b < o.batch; ++b) {
       if (state.samples_seen / N != state.perm_epoch) {
         state.perm_epoch = state.samples_seen / N;
         state.epoch_rng = rng_to_string(rng);
         perm = permutation(N, rng, o.shuffle);
       }
-      if (b % dist.world != dist.rank) {  // another rank's sample
-        ++state.samples_seen;
-        continue;
-      }
-      const int64_t pos = state.samples_seen % N;
-      const TrainSample sample = train.get(perm[pos]);
+      batch_ids.push_back(perm[state.samples_seen % N]);
+      ++state.samples_seen;
+    }
+    for (int64_t id : rank_share(batch_ids, train, dist.world, dist.rank)) {
+      const TrainSample sample = train.get(id);
       auto loss = sample_loss(*model, sample, soft, lopt);
       (loss / double(o.batch)).backward();
       loss_sum += loss.item<double>();
       tokens += static_cast<int64_t>(sample.prompt.size() + sample.response.size()) + o.soft_tokens;
-      ++state.samples_seen;
     }
     if (dist.active()) {
       // The global batch: each rank's gradient already holds its samples' sum of loss / batch.
