@@ -36,7 +36,8 @@ struct StaticDecoder::Impl {
   // Static state read and written by the step.
   torch::Tensor tok_in;    // [B, 1] int64
   torch::Tensor step_idx;  // [1] int64: where this step's K/V go in the scratch buffers
-  torch::Tensor cos_tab, sin_tab;           // [B, max_steps, D] model dtype
+  torch::Tensor cos_tab, ssin_tab;          // [B, max_steps, D] model dtype; sin with its first half negated
+  torch::Tensor zero1;                      // [1, 1, 1]: the additive mask of a cache without one
   std::vector<torch::Tensor> new_k, new_v;  // per layer [B, Hc, max_steps, D]
   std::vector<torch::Tensor> ck, cv;        // per layer cache views [B*Hc, len, D]
   std::vector<torch::Tensor> cmask;         // per layer additive [B*Hc, 1, len] float32, or undefined
@@ -48,27 +49,31 @@ struct StaticDecoder::Impl {
 
   Impl(const LlamaModel& m, KVCache& c, int64_t steps) : model(m), cache(c), max_steps(steps) {}
 
-  // One decoding step on the static buffers; every op has fixed shapes and no host sync.
+  // One decoding step on the static buffers; every op has fixed shapes and no host sync. About 20
+  // kernels per layer: RMSNorm fused where LibTorch has it; RoPE on queries and keys at once
+  // (x * cos + roll(x, D/2) * signed sin); scaling and masks inside the score GEMMs (baddbmm); the
+  // residual adds inside the output GEMMs (addmm); softmax reads and writes the model dtype while
+  // accumulating in float32.
   torch::Tensor body() {
     const ModelConfig& cfg = model.config();
     const double eps = cfg.rms_norm_eps;
-    auto h = torch::embedding(embed, tok_in);                  // [B, 1, hidden]
-    auto cs = cos_tab.index_select(1, step_idx).unsqueeze(1);  // [B, 1, 1, D]
-    auto sn = sin_tab.index_select(1, step_idx).unsqueeze(1);
-    // New entries 0..step are visible: additive [1, 1, max_steps].
+    const int64_t hidden = cfg.hidden_size;
+    auto h = torch::embedding(embed, tok_in).view({B, hidden});
+    auto cs = cos_tab.index_select(1, step_idx).view({B, 1, 1, D});
+    auto sn = ssin_tab.index_select(1, step_idx).view({B, 1, 1, D});
+    // New entries 0..step are visible: additive [1, 1, max_steps] in the model dtype.
     auto ar = torch::arange(max_steps, step_idx.options());
-    auto new_mask = torch::zeros({max_steps}, h.options().dtype(torch::kFloat32))
+    auto new_mask = torch::zeros({max_steps}, h.options())
                         .masked_fill(ar > step_idx, -std::numeric_limits<float>::infinity())
                         .view({1, 1, max_steps});
     for (size_t l = 0; l < layers.size(); ++l) {
       const auto& W = layers[l];
-      auto qkv = torch::linear(rms_norm(h, W[4], eps), W[0]);
-      auto parts = qkv.split({H * D, Hkv * D, Hkv * D}, -1);
-      auto q = parts[0].view({B, 1, H, D}).transpose(1, 2);
-      auto k = parts[1].view({B, 1, Hkv, D}).transpose(1, 2);
-      auto v = parts[2].view({B, 1, Hkv, D}).transpose(1, 2);
-      q = apply_rope(q, cs, sn);
-      k = apply_rope(k, cs, sn);
+      auto qkv = torch::linear(fast_rms_norm(h, W[4], eps), W[0]);  // [B, (H + 2 Hkv) D]
+      auto qk = qkv.narrow(-1, 0, (H + Hkv) * D).view({B, 1, H + Hkv, D});
+      auto r = torch::roll(qk, D / 2, -1).mul_(sn).addcmul_(qk, cs);  // rotated q and k, contiguous
+      auto q = r.narrow(2, 0, H);                                      // [B, 1, H, D]
+      auto k = r.narrow(2, H, Hkv).transpose(1, 2);                    // [B, Hkv, 1, D]
+      auto v = qkv.narrow(-1, (H + Hkv) * D, Hkv * D).view({B, 1, Hkv, D}).transpose(1, 2);
       if (Hc != Hkv) {
         k = k.repeat_interleave(H / Hkv, 1);
         v = v.repeat_interleave(H / Hkv, 1);
@@ -78,18 +83,16 @@ struct StaticDecoder::Impl {
       // Grouped attention without repeat_kv: [B*Hc, G, D] queries against each head's keys.
       auto qg = q.reshape({B * Hc, G, D});
       auto nk = new_k[l].view({B * Hc, max_steps, D}), nv = new_v[l].view({B * Hc, max_steps, D});
-      auto s1 = torch::bmm(qg, ck[l].transpose(1, 2)).to(torch::kFloat32) * scale;  // [B*Hc, G, len]
-      if (cmask[l].defined()) s1 = s1 + cmask[l];
-      auto s2 = torch::bmm(qg, nk.transpose(1, 2)).to(torch::kFloat32) * scale + new_mask;
+      auto s1 = torch::baddbmm(cmask[l].defined() ? cmask[l] : zero1, qg, ck[l].transpose(1, 2), 1.0, scale);
+      auto s2 = torch::baddbmm(new_mask, qg, nk.transpose(1, 2), 1.0, scale);
       const int64_t len = ck[l].size(1);
-      auto p = torch::softmax(torch::cat({s1, s2}, -1), -1).to(h.scalar_type());
-      auto a = torch::bmm(p.narrow(-1, 0, len), cv[l]) + torch::bmm(p.narrow(-1, len, max_steps), nv);  // [B*Hc, G, D]
-      a = a.view({B, H, 1, D}).transpose(1, 2).reshape({B, 1, H * D});
-      h = h + torch::linear(a, W[1]);
-      auto gu = torch::linear(rms_norm(h, W[5], eps), W[2]).chunk(2, -1);
-      h = h + torch::linear(torch::silu(gu[0]) * gu[1], W[3]);
+      auto p = torch::softmax(torch::cat({s1, s2}, -1), -1);
+      auto a = torch::baddbmm(torch::bmm(p.narrow(-1, 0, len), cv[l]), p.narrow(-1, len, max_steps), nv);
+      h = torch::addmm(h, a.view({B, H * D}), W[1].t());
+      auto gu = torch::linear(fast_rms_norm(h, W[5], eps), W[2]).chunk(2, -1);
+      h = torch::addmm(h, torch::silu(gu[0]).mul_(gu[1]), W[3].t());
     }
-    auto out = torch::linear(rms_norm(h, norm, eps), lm_head).to(torch::kFloat32).select(1, 0);  // [B, V]
+    auto out = torch::linear(fast_rms_norm(h, norm, eps), lm_head).to(torch::kFloat32);  // [B, V]
     step_idx.add_(1);
     return out;
   }
@@ -141,8 +144,10 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
   auto freqs = pos.to(dev).to(torch::kFloat32).unsqueeze(-1) * rope_inv_freq(c).to(dev).view({1, 1, -1});
   auto emb = torch::cat({freqs, freqs}, -1);
   I.cos_tab = emb.cos().to(dt);
-  I.sin_tab = emb.sin().to(dt);
+  auto sin = emb.sin().to(dt);
+  I.ssin_tab = torch::cat({-sin.narrow(-1, 0, I.D / 2), sin.narrow(-1, I.D / 2, I.D / 2)}, -1);
   auto fopt = torch::TensorOptions().dtype(dt).device(dev);
+  I.zero1 = torch::zeros({1, 1, 1}, fopt);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     I.new_k.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
     I.new_v.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
@@ -152,7 +157,7 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
     I.cv.push_back(cache.values(l).reshape({I.B * I.Hc, len, I.D}));
     auto valid = cache.valid(l);
     if (valid.defined())
-      I.cmask.push_back(torch::zeros({I.B * I.Hc, 1, len}, fopt.dtype(torch::kFloat32))
+      I.cmask.push_back(torch::zeros({I.B * I.Hc, 1, len}, fopt)
                             .masked_fill(valid.reshape({I.B * I.Hc, 1, len}).logical_not(),
                                          -std::numeric_limits<float>::infinity()));
     else

@@ -42,6 +42,13 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double ep
   return w * h.to(x.scalar_type());
 }
 
+torch::Tensor fast_rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  if (x.is_cuda()) return at::rms_norm(x, {x.size(-1)}, w, eps);
+#endif
+  return rms_norm(x, w, eps);
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaModel::expected_weights(const ModelConfig& c) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> e;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;

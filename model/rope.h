@@ -12,4 +12,7 @@ torch::Tensor rope_inv_freq(const ModelConfig& config);
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 // HF LlamaRMSNorm: statistics in float32, the weight applied after casting back.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
+// The same through LibTorch's own rms_norm (one fused kernel on CUDA in recent versions) on CUDA
+// with LibTorch >= 2.4; rms_norm above elsewhere.
+torch::Tensor fast_rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 }  // namespace judgeq
