@@ -1,0 +1,18 @@
+"""Sums the CUDA kernel time of a Chrome trace (bench/profile_decode.cpp) per kernel name.
+python3 bench/profile_summary.py TRACE.json STEPS [TOP]"""
+import json, sys
+from collections import defaultdict
+
+trace, steps = sys.argv[1], int(sys.argv[2])
+top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
+ev = json.load(open(trace))
+ev = ev["traceEvents"] if isinstance(ev, dict) else ev
+tot, cnt = defaultdict(float), defaultdict(int)
+for e in ev:
+    if e.get("cat") == "kernel" and "dur" in e:
+        tot[e["name"]] += e["dur"]
+        cnt[e["name"]] += 1
+all_us = sum(tot.values())
+print(f"kernels per step: {sum(cnt.values()) / steps:.0f}, GPU kernel time per step: {all_us / steps / 1000:.2f} ms")
+for name, us in sorted(tot.items(), key=lambda x: -x[1])[:top]:
+    print(f"{us / steps / 1000:8.3f} ms/step {cnt[name] / steps:6.0f}x  {name[:150]}")
