@@ -40,6 +40,13 @@ struct StaticDecoder::Impl {
   torch::Tensor zero1;                      // [1, 1, 1]: the additive mask of a cache without one
   std::vector<torch::Tensor> new_k, new_v;  // per layer [B, Hc, max_steps, D]
   std::vector<torch::Tensor> ck, cv;        // per layer cache views [B*Hc, len, D]
+  // Split reduction of probabilities x values over the cache: one [G, len] x [len, D] product per
+  // head runs as a slow batched GEMV on GPUs (one block per head walks all of len), so the
+  // cache's whole buffer (capacity cap, zero past len) is cut into nc chunks of c rows:
+  // [B*Hc*nc, G, c] x [B*Hc*nc, c, D], summed over the chunks. Undefined: one product.
+  std::vector<torch::Tensor> cv_chunks;     // per layer [B*Hc*nc, c, D] views of the buffer
+  std::vector<torch::Tensor> p_pad;         // per layer [B*Hc, G, cap] probabilities, zero past len
+  std::vector<int64_t> n_chunks;
   std::vector<torch::Tensor> cmask;         // per layer additive [B*Hc, 1, len] float32, or undefined
   torch::Tensor logits;                     // [B, V] float32 (output of the last step)
   bool use_graph = false;
@@ -87,7 +94,16 @@ struct StaticDecoder::Impl {
       auto s2 = torch::baddbmm(new_mask, qg, nk.transpose(1, 2), 1.0, scale);
       const int64_t len = ck[l].size(1);
       auto p = torch::softmax(torch::cat({s1, s2}, -1), -1);
-      auto a = torch::baddbmm(torch::bmm(p.narrow(-1, 0, len), cv[l]), p.narrow(-1, len, max_steps), nv);
+      torch::Tensor pv;  // [B*Hc, G, D]: the cache's share of the attention output
+      if (cv_chunks[l].defined()) {
+        const int64_t nc = n_chunks[l], c = cv_chunks[l].size(1);
+        p_pad[l].narrow(-1, 0, len).copy_(p.narrow(-1, 0, len));
+        auto pc = p_pad[l].view({B * Hc, G, nc, c}).transpose(1, 2).reshape({B * Hc * nc, G, c});
+        pv = torch::bmm(pc, cv_chunks[l]).view({B * Hc, nc, G, D}).sum(1);
+      } else {
+        pv = torch::bmm(p.narrow(-1, 0, len), cv[l]);
+      }
+      auto a = torch::baddbmm(pv, p.narrow(-1, len, max_steps), nv);
       h = torch::addmm(h, a.view({B, H * D}), W[1].t());
       auto gu = torch::linear(fast_rms_norm(h, W[5], eps), W[2]).chunk(2, -1);
       h = torch::addmm(h, torch::silu(gu[0]).mul_(gu[1]), W[3].t());
@@ -155,6 +171,25 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
     // Views of the cache buffers (no copy: [B, Hc] merge into one batch dimension).
     I.ck.push_back(cache.keys(l).reshape({I.B * I.Hc, len, I.D}));
     I.cv.push_back(cache.values(l).reshape({I.B * I.Hc, len, I.D}));
+    // The split reduction needs the buffer as [B*Hc, cap, D] with one stride per head and a chunk
+    // size c in [16, 1024] dividing cap, with at least 2 chunks.
+    auto vv = cache.values(l);
+    const int64_t cap = vv.stride(2) == I.D && vv.stride(3) == 1 ? vv.stride(1) / I.D : 0;
+    int64_t c = 0;
+    const bool uniform = cap > 0 && vv.stride(1) == cap * I.D && vv.stride(0) == I.Hc * cap * I.D;
+    for (int64_t cand = std::min<int64_t>(1024, cap / 2); uniform && cand >= 16 && c == 0; --cand)
+      if (cap % cand == 0) c = cand;
+    if (c > 0 && len >= c) {
+      auto full = vv.as_strided({I.B * I.Hc, cap, I.D}, {cap * I.D, I.D, 1});
+      if (cap > len) full.narrow(1, len, cap - len).zero_();  // unused capacity: weight 0 must not meet NaN
+      I.cv_chunks.push_back(full.view({I.B * I.Hc * (cap / c), c, I.D}));
+      I.p_pad.push_back(torch::zeros({I.B * I.Hc, I.G, cap}, fopt));
+      I.n_chunks.push_back(cap / c);
+    } else {
+      I.cv_chunks.push_back(torch::Tensor());
+      I.p_pad.push_back(torch::Tensor());
+      I.n_chunks.push_back(0);
+    }
     auto valid = cache.valid(l);
     if (valid.defined())
       I.cmask.push_back(torch::zeros({I.B * I.Hc, 1, len}, fopt)
@@ -217,6 +252,7 @@ void StaticDecoder::commit() {
     // The cache may have moved its buffers: views taken before are stale now.
     I.ck[l] = torch::Tensor();
     I.cv[l] = torch::Tensor();
+    I.cv_chunks[l] = torch::Tensor();
   }
   auto next = I.base_pos;
   for (auto& p : next) p += n;

@@ -3,6 +3,8 @@
 // (left-padded) and evicted caches with different lengths per layer.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "common.h"
 #include "model/generate.h"
 #include "model/graph_decode.h"
@@ -24,9 +26,16 @@ std::vector<int64_t> ids(int64_t n, int64_t vocab, int seed) {
 }
 
 // Runs `steps` greedy steps both ways from copies of `cache` and compares everything.
-void expect_same_as_forward(const LlamaModel& m, const KVCache& cache, torch::Tensor logits, int64_t steps) {
+// reserve_to > 0: the decoder's cache gets that capacity first (unused rows past its length).
+void expect_same_as_forward(const LlamaModel& m, const KVCache& cache, torch::Tensor logits, int64_t steps,
+                            int64_t reserve_to = 0) {
   torch::NoGradGuard ng;
   KVCache a = cache.clone(), b = cache.clone();
+  for (int64_t l = 0; reserve_to > 0 && l < b.n_layers(); ++l) {
+    b.reserve(l, reserve_to);
+    b.values(l).as_strided({b.batch(), b.n_kv_heads(), reserve_to, b.head_dim()},
+                           b.values(l).strides()).narrow(2, b.len(l), reserve_to - b.len(l)).fill_(NAN);
+  }
   StaticDecoder dec(m, b, steps, /*use_graph=*/false);
   auto la = logits.clone(), lb = logits.clone();
   const int64_t B = cache.batch();
@@ -60,6 +69,23 @@ TEST(StaticDecode, EqualsForwardOnAPlainCache) {
     auto logits = prefill(*m, {ids(37, m->config().vocab_size, 1)}, cache);
     expect_same_as_forward(*m, cache, logits, 9);
   }
+}
+
+// Long enough caches reduce probabilities x values in chunks over the cache's whole buffer (see
+// graph_decode.cpp): 200 entries in a buffer of 256 whose unused rows hold NaN (chunks of 128),
+// and a ragged batch of exactly 48 (chunks of 24).
+TEST(StaticDecode, SplitReductionOverTheCacheBuffer) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  {
+    auto cache = m->new_cache(1);
+    auto logits = prefill(*m, {ids(200, m->config().vocab_size, 5)}, cache);
+    expect_same_as_forward(*m, cache, logits, 6, 256);
+  }
+  auto cache = m->new_cache(2);
+  auto logits = prefill(*m, {ids(48, m->config().vocab_size, 6), ids(31, m->config().vocab_size, 7)}, cache);
+  ASSERT_EQ(cache.len(0), 48);
+  expect_same_as_forward(*m, cache, logits, 5);
 }
 
 TEST(StaticDecode, EqualsForwardOnARaggedBatch) {
