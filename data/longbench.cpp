@@ -17,8 +17,8 @@ namespace {
 namespace fs = std::filesystem;
 
 const char* const kHowToGetLongBench =
-    "download data.zip from the Hugging Face dataset THUDM/LongBench, unzip it and set "
-    "LongBenchOptions::data_dir to the folder holding {task}.jsonl";
+    "download data.zip from the Hugging Face dataset THUDM/LongBench, unzip it and pass the folder holding "
+    "{task}.jsonl as judgeq-eval's --data-dir (LongBenchOptions::data_dir in the library)";
 
 std::string read_text(const std::string& path, const char* what_to_do) {
   std::ifstream in(path, std::ios::binary);
