@@ -15,16 +15,24 @@ std::vector<int64_t> templated(const Tokenizer& tok, ChatTemplate chat, const st
 }
 }  // namespace
 
+std::string question_first_text(const BenchSample& s) {
+  check(!s.question.empty() && !s.answer_prefix.empty(), "protocol question-first needs samples with a question and an ",
+        "answer prefix (RULER's tasks); got ", s.bench, " task ", s.task, "; use --protocol paper or kvpress for it");
+  const auto first = s.question.find_first_not_of(" \n\t"), last = s.question.find_last_not_of(" \n\t");
+  return s.question.substr(first, last - first + 1) + "\n\n" + s.context;
+}
+
 SampleIds build_sample_ids(const Tokenizer& tok, const BenchSample& s, ChatTemplate chat, const std::string& protocol) {
   const ChatTemplate c = s.use_chat_template ? chat : ChatTemplate::None;
   const bool bos = tok.bos_id() >= 0;
   SampleIds out;
+  const std::string body = protocol == "question-first" ? question_first_text(s) : s.context + s.question;
   if (c == ChatTemplate::None) {
     // One string, encoded at once (as RULER and the HF pipelines do): encoding the answer prefix
     // separately would give sentencepiece a second dummy-prefix space.
-    out.ids = tok.encode(s.context + s.question + s.answer_prefix, bos, false);
+    out.ids = tok.encode(body + s.answer_prefix, bos, false);
   } else {
-    out.ids = templated(tok, c, s.context + s.question);
+    out.ids = templated(tok, c, body);
     if (!s.answer_prefix.empty()) {
       auto p = tok.encode(s.answer_prefix, false, false);
       out.ids.insert(out.ids.end(), p.begin(), p.end());

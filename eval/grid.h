@@ -24,7 +24,8 @@ struct GridVariant {
 };
 
 struct GridOptions {
-  std::string protocol = "paper";  // paper: whole prompt compressed; kvpress: context only, question after
+  std::string protocol = "paper";  // paper: whole prompt compressed; kvpress: context only, question after;
+                                   // question-first: the question before the context, all compressed
   ChatTemplate chat = ChatTemplate::None;
   bool hit_rate = true;            // critical-KV hit rate of each variant vs the oracle at its budget
   int64_t chunk = 4096;
@@ -41,12 +42,16 @@ struct VariantOutput {
 };
 
 // Token ids of a sample and how many of them (a prefix) are compressed: all of them under the
-// paper protocol, the context part under kvpress.
+// paper and question-first protocols, the context part under kvpress.
 struct SampleIds {
   std::vector<int64_t> ids;
   int64_t n_ctx = 0;
 };
 SampleIds build_sample_ids(const Tokenizer& tok, const BenchSample& s, ChatTemplate chat, const std::string& protocol);
+// The question-first prompt text: the question (trimmed), a blank line, then the context; the
+// answer prefix still follows. Throws a one-line error for samples without a question or an
+// answer prefix (only RULER's tasks have both).
+std::string question_first_text(const BenchSample& s);
 
 // The variants of a grid: every method at every budget, `full` once.
 std::vector<GridVariant> make_grid(const std::vector<std::string>& methods, const std::vector<std::string>& budgets,

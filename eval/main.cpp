@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     run->add_option("--soft-tokens", ro.soft_tokens, "Judge Q soft tokens for --methods judgeq");
     std::string run_method_options;
     run->add_option("--method-options", run_method_options, "JSON {method: {option: value}}");
-    run->add_option("--protocol", ro.protocol, "paper (whole prompt compressed) | kvpress (context only, question after)")->capture_default_str();
+    run->add_option("--protocol", ro.protocol, "paper (whole prompt compressed) | kvpress (context only, question after) | question-first (RULER: the question moved before the context, all compressed)")->capture_default_str();
     run->add_option("--chat-template", ro.chat_template, "none | llama3 | mistral")->capture_default_str();
     run->add_option("--limit", ro.limit, "samples per task and length (0: the bench default, 500 for RULER)")->capture_default_str();
     run->add_option("--seed", ro.seed, "seed of the generated benchmarks")->capture_default_str();

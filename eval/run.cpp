@@ -216,7 +216,8 @@ void merge_parts(const std::string& pred_path, const std::string& parts_dir, con
 
 int64_t run_eval(const RunOptions& o) {
   check(!o.out.empty(), "no output folder; pass --out DIR");
-  check(o.protocol == "paper" || o.protocol == "kvpress", "unknown protocol '", o.protocol, "' (valid: paper, kvpress)");
+  check(o.protocol == "paper" || o.protocol == "kvpress" || o.protocol == "question-first", "unknown protocol '",
+        o.protocol, "' (valid: paper, kvpress, question-first)");
   // Validate methods and budgets before any heavy work.
   json mopts = o.method_options.is_object() ? o.method_options : json::object();
   if (!o.soft_tokens.empty()) mopts["judgeq"]["soft_tokens"] = o.soft_tokens;
@@ -241,6 +242,8 @@ int64_t run_eval(const RunOptions& o) {
   auto cfg = ModelConfig::load(o.model);
   auto tok = Tokenizer::load(o.model);
   auto samples = load_samples(o, *tok, chat, cfg.max_position_embeddings);
+  if (o.protocol == "question-first")
+    for (auto& s : samples) question_first_text(s);  // every sample can be moved, before any work
   check(!samples.empty(), "no samples to evaluate (bench ", o.bench, "); check --tasks, --limit and --data-dir");
   auto model = LlamaModel::load(o.model, device, dtype);
 

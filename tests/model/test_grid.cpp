@@ -67,6 +67,41 @@ TEST(Grid, KvpressProtocolCompressesOnlyTheContext) {
   EXPECT_GE(kvp.n_ctx, static_cast<int64_t>(ctx_only.size()) - 1);
 }
 
+// question-first: a real RULER sample's question (trimmed) leads, then the context; the answer
+// prefix still ends the prompt, and the whole prompt is compressed. NIAH has no answer prefix:
+// one-line error.
+TEST(Grid, QuestionFirstMovesTheQuestionBeforeTheContext) {
+  if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
+  auto tok = Tokenizer::load(testbed());
+  RulerOptions ro;
+  ro.data_root = test::shared_data();
+  ro.max_seq_length = 500;
+  ro.num_samples = 1;
+  auto count = [&](const std::string& x) { return tok->encode(x).size(); };
+  const BenchSample s = generate_ruler("niah_single_1", ro, count).at(0);
+  ASSERT_FALSE(s.question.empty());
+  ASSERT_FALSE(s.answer_prefix.empty());
+  const std::string text = question_first_text(s);
+  const std::string q = s.question.substr(s.question.find_first_not_of(" \n"));
+  EXPECT_EQ(text.rfind(q.substr(0, q.find_last_not_of(" \n") + 1) + "\n\n" + s.context, 0), 0u) << text.substr(0, 200);
+  auto qf = build_sample_ids(*tok, s, ChatTemplate::None, "question-first");
+  auto paper = build_sample_ids(*tok, s, ChatTemplate::None, "paper");
+  EXPECT_EQ(qf.n_ctx, static_cast<int64_t>(qf.ids.size()));
+  EXPECT_NE(qf.ids, paper.ids);
+  EXPECT_EQ(qf.ids, tok->encode(text + s.answer_prefix, true, false));
+  // The same tokens up to the question's move: both end with the answer prefix.
+  auto tail = tok->encode(s.answer_prefix, false, false);
+  ASSERT_GT(qf.ids.size(), tail.size());
+  EXPECT_EQ(tok->decode(std::vector<int64_t>(qf.ids.end() - 3, qf.ids.end()), true),
+            tok->decode(std::vector<int64_t>(paper.ids.end() - 3, paper.ids.end()), true));
+  BenchSample niah = s;
+  niah.bench = "niah";
+  niah.task = "niah";
+  niah.answer_prefix.clear();
+  test::expect_error([&] { build_sample_ids(*tok, niah, ChatTemplate::None, "question-first"); },
+                     {"question-first", "niah", "--protocol paper"});
+}
+
 TEST(Grid, EndToEndRunWritesTablesPlotsAndResumes) {
   if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
   RunOptions o;
