@@ -46,7 +46,6 @@ struct StaticDecoder::Impl {
   // [B*Hc*nc, G, c] x [B*Hc*nc, c, D], summed over the chunks. Undefined: one product.
   std::vector<torch::Tensor> cv_chunks;     // per layer [B*Hc*nc, c, D] views of the buffer
   std::vector<torch::Tensor> p_pad;         // per layer [B*Hc, G, cap] probabilities, zero past len
-  std::vector<int64_t> n_chunks;
   std::vector<torch::Tensor> cmask;         // per layer additive [B*Hc, 1, len] float32, or undefined
   torch::Tensor logits;                     // [B, V] float32 (output of the last step)
   bool use_graph = false;
@@ -96,7 +95,7 @@ struct StaticDecoder::Impl {
       auto p = torch::softmax(torch::cat({s1, s2}, -1), -1);
       torch::Tensor pv;  // [B*Hc, G, D]: the cache's share of the attention output
       if (cv_chunks[l].defined()) {
-        const int64_t nc = n_chunks[l], c = cv_chunks[l].size(1);
+        const int64_t c = cv_chunks[l].size(1), nc = cv_chunks[l].size(0) / (B * Hc);
         p_pad[l].narrow(-1, 0, len).copy_(p.narrow(-1, 0, len));
         auto pc = p_pad[l].view({B * Hc, G, nc, c}).transpose(1, 2).reshape({B * Hc * nc, G, c});
         pv = torch::bmm(pc, cv_chunks[l]).view({B * Hc, nc, G, D}).sum(1);
@@ -184,11 +183,9 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
       if (cap > len) full.narrow(1, len, cap - len).zero_();  // unused capacity: weight 0 must not meet NaN
       I.cv_chunks.push_back(full.view({I.B * I.Hc * (cap / c), c, I.D}));
       I.p_pad.push_back(torch::zeros({I.B * I.Hc, I.G, cap}, fopt));
-      I.n_chunks.push_back(cap / c);
     } else {
       I.cv_chunks.push_back(torch::Tensor());
       I.p_pad.push_back(torch::Tensor());
-      I.n_chunks.push_back(0);
     }
     auto valid = cache.valid(l);
     if (valid.defined())
