@@ -63,5 +63,18 @@ cmp -s "$TMP/ckpt.bak" "$TMP/run/checkpoint.safetensors" || fail "a refused resu
 # The llama2.c converter is still there.
 $TRAIN convert-llama2c --help >/dev/null || fail "convert-llama2c is gone"
 
+# A crash (a bug, never bad input) names the signal and the faulting code, and the process still
+# dies of that signal (exit 139): SIGSEGV sent to a long fit once it is training.
+$TRAIN fit --model $MODEL --train "$TMP/train.h5" --soft-tokens 4 --steps 1000000 --checkpoint-every 1000000 \
+  --out "$TMP/crash" >/dev/null 2>"$TMP/crash_err" &
+pid=$!
+for _ in $(seq 100); do [ -s "$TMP/crash/log.jsonl" ] && break; sleep 0.2; done
+kill -SEGV $pid
+wait $pid
+rc=$?
+[ $rc -eq 139 ] || fail "crashed fit exited $rc, wanted 139"
+grep -q "^error: internal crash (segmentation fault); please report it" "$TMP/crash_err" || fail "no crash line: $(head -c 400 "$TMP/crash_err")"
+grep -q "^code address " "$TMP/crash_err" || fail "no faulting code address: $(head -c 400 "$TMP/crash_err")"
+
 if [ $fails -ne 0 ]; then echo "$fails failure(s)"; exit 1; fi
 echo "all judgeq-train CLI checks passed"

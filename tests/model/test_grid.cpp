@@ -19,18 +19,22 @@ namespace fs = std::filesystem;
 
 namespace {
 std::string testbed() { return test::source_dir() + "/models/testbed"; }
+
+// n RULER samples of `task` at max_len tokens (seed 42) from the shared data.
+std::vector<BenchSample> ruler_samples(const Tokenizer& tok, const std::string& task, size_t max_len, size_t n) {
+  RulerOptions ro;
+  ro.data_root = test::shared_data();
+  ro.max_seq_length = max_len;
+  ro.num_samples = n;
+  return generate_ruler(task, ro, [&](const std::string& x) { return tok.encode(x).size(); });
+}
 }  // namespace
 
 TEST(Grid, OnePrefillEqualsVariantsRunAlone) {
   if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
   auto model = LlamaModel::load(testbed(), torch::kCPU, torch::kFloat32);
   auto tok = Tokenizer::load(testbed());
-  RulerOptions ro;
-  ro.data_root = test::shared_data();
-  ro.max_seq_length = 700;
-  ro.num_samples = 2;
-  auto count = [&](const std::string& s) { return tok->encode(s).size(); };
-  auto samples = generate_ruler("niah_multikey_1", ro, count);
+  auto samples = ruler_samples(*tok, "niah_multikey_1", 700, 2);
   auto variants = make_grid({"full", "streamingllm", "snapkv", "adakv", "h2o"}, {"64", "160"},
                             {{"snapkv", {{"window", 16}}}, {"adakv", {{"window", 16}}}, {"h2o", {{"window", 16}}}});
   for (const std::string protocol : {"paper", "kvpress"}) {
@@ -73,12 +77,7 @@ TEST(Grid, KvpressProtocolCompressesOnlyTheContext) {
 TEST(Grid, QuestionFirstMovesTheQuestionBeforeTheContext) {
   if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
   auto tok = Tokenizer::load(testbed());
-  RulerOptions ro;
-  ro.data_root = test::shared_data();
-  ro.max_seq_length = 500;
-  ro.num_samples = 1;
-  auto count = [&](const std::string& x) { return tok->encode(x).size(); };
-  const BenchSample s = generate_ruler("niah_single_1", ro, count).at(0);
+  const BenchSample s = ruler_samples(*tok, "niah_single_1", 500, 1).at(0);
   ASSERT_FALSE(s.question.empty());
   ASSERT_FALSE(s.answer_prefix.empty());
   const std::string text = question_first_text(s);
