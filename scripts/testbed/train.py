@@ -328,7 +328,7 @@ def main():
     ap.add_argument("--data-timeout", type=float, default=60, help="s to wait for one batch before stopping")
     ap.add_argument("--seed", type=int, default=20250917)
     ap.add_argument("--eval-n", type=int, default=25)
-    ap.add_argument("--recipe", default="v3", choices=["v1", "v2", "v3"], help="data recipe, see gen_data.RECIPE")
+    ap.add_argument("--recipe", default="v3", choices=["v1", "v2", "v3", "v4"], help="data recipe, see gen_data.RECIPE")
     ap.add_argument("--skip-smoke", action="store_true")
     ap.add_argument("--init", default="", help="continue from an HF checkpoint folder (weights only)")
     ap.add_argument("--tokens-per-batch", type=int, default=None, help="override gen_data.PHASES (tests only)")
