@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# On 4 H200s (device kind nvidia-h200-x4): the testbed's Judge Q soft tokens (S = 32 for the results,
+# S = 8/16/64 for the ablation, one GPU each) and every results run of docs/results.md, each sharded
+# over the GPUs with torchrun (sample i on rank i % N, rank 0 merges; the tables equal one process's).
+# Stages run in order of importance inside time boxes; DEADLINE (default 560 s) ends the script with
+# what finished. A run cut by its box leaves predictions.parts/ that a later --resume takes up.
+# Carry .dev/root (PCRE2), .dev/data (ruler/, niah/, longbench/) and .dev/soft/{chats,val}.jsonl.
+# $OUT: soft.tar.gz (soft-token runs, without the .h5 sets), results.tar.gz (run folders), build.log.
+set -uo pipefail
+OUT=${OUT:-out}; mkdir -p "$OUT"
+DEADLINE=${DEADLINE:-560}
+source scripts/gpu_common.sh judgeq-eval judgeq-train || exit 1
+TB=models/testbed; mkdir -p soft res
+N=$(nvidia-smi -L | wc -l); echo "GPUs: $N"
+ALL=full,streamingllm,h2o,snapkv,pyramidkv,laq,judgeq,oracle
+export JUDGEQ_DATA=.dev/data
+ev() {  # BOX_S NAME ARGS...: one judgeq-eval run over all GPUs into res/NAME
+  local s=$1 name=$2 t=$(date +%s); shift 2
+  stage 30 "eval $name" || return
+  box $s torchrun --no-python --nproc-per-node $N --master-port 29541 $B/judgeq-eval run --model $TB --device cuda \
+    --dtype fp32 --max-batch 32 --out res/$name "$@" 2>&1 | grep -v "^eval \|^\[rank\|warning: judgeq was built without cairo" | tail -3
+  echo "eval $name: exit ${PIPESTATUS[0]}, $(( $(date +%s) - t )) s"
+}
+if stage 120 prepare; then
+  box 90 $B/judgeq-train prepare --model $TB --data .dev/soft/chats.jsonl --out soft/train.h5 --max-new-tokens 48 \
+    --max-prompt-tokens 3000 --batch 64 --device cuda --dtype fp32 --log-every 400 | tail -2
+  box 30 $B/judgeq-train prepare --model $TB --data .dev/soft/val.jsonl --out soft/val.h5 --max-new-tokens 48 \
+    --max-prompt-tokens 3000 --batch 64 --device cuda --dtype fp32 --quiet
+fi
+if [ -f soft/train.h5 ] && stage 100 fit; then
+  i=0
+  for S in 32 8 16 64; do
+    CUDA_VISIBLE_DEVICES=$(( i % N )) box 120 $B/judgeq-train fit --model $TB --train soft/train.h5 --val soft/val.h5 \
+      --soft-tokens $S --steps 200 --batch 4 --lr 0.01 --val-every 100 --val-samples 32 --checkpoint-every 100 \
+      --log-every 25 --device cuda --dtype fp32 --out soft/s$S > soft/fit_s$S.txt 2>&1 &
+    i=$(( i + 1 ))
+  done
+  wait; tail -2 soft/fit_s*.txt
+fi
+J=soft/s32/judgeq.safetensors
+if [ -f $J ]; then
+  ev 240 ruler4k_paper --bench ruler --lengths 4096 --limit 100 --data-dir .dev/data --methods $ALL \
+    --budgets 64,128,256,512 --soft-tokens $J
+  ev 60 niah_paper --bench niah --lengths 1024,2048,3072,4096 --data-dir .dev/data --methods $ALL --budgets 64,128,256 \
+    --soft-tokens $J
+  for P in question-first kvpress; do
+    ev 90 ruler4k_qpos_$P --bench ruler --lengths 4096 --limit 50 --data-dir .dev/data --methods $ALL \
+      --budgets 64,128,256,512 --soft-tokens $J --protocol $P
+  done
+  ev 60 longbench_multi_news --bench longbench --tasks multi_news --limit 20 --data-dir .dev/data/longbench/data \
+    --methods $ALL --budgets 128,256,512 --soft-tokens $J
+  for S in 8 16 64; do
+    [ -f soft/s$S/judgeq.safetensors ] || continue
+    ev 40 ablation_s$S --bench ruler --lengths 4096 --limit 20 --data-dir .dev/data --methods judgeq \
+      --budgets 64,128,256,512 --soft-tokens soft/s$S/judgeq.safetensors
+    ev 30 niah_ablation_s$S --bench niah --lengths 1024,2048,3072,4096 --data-dir .dev/data --methods full,judgeq \
+      --budgets 64,128,256 --soft-tokens soft/s$S/judgeq.safetensors
+  done
+  ev 60 ruler4k_kvpress_ratio --bench ruler --lengths 4096 --limit 20 --data-dir .dev/data --methods $ALL \
+    --budgets cr0.5,cr0.75,cr0.9 --soft-tokens $J --protocol kvpress
+fi
+tar czf "$OUT/soft.tar.gz" soft --exclude='*.h5' --exclude='*.parts' 2>/dev/null
+tar czf "$OUT/results.tar.gz" res
+echo "total: $(( $(date +%s) - T0 )) s"
