@@ -358,20 +358,35 @@ torch::Tensor mean_prompt_attention(const torch::Tensor& q, const torch::Tensor&
   const auto ct = q.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat32;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   auto qg = q.select(0, 0).to(ct).view({Hkv, G, R, D});
-  auto kt = k.select(0, 0).to(ct).transpose(-1, -2).unsqueeze(1);  // [H_kv, 1, D, Tk]
+  // The prompt's keys come from the cache: no gradient flows into them (detached, so that backward
+  // builds no [T, D] key gradient only to drop it). Each product reads the keys as stored, a
+  // transposed GEMM operand, never a copy expanded over the G query heads of a group.
+  auto kk = k.select(0, 0);
+  auto kp = kk.narrow(1, 0, T).detach().to(ct);  // [H_kv, T, D]
+  auto kn = kk.narrow(1, T, R).to(ct);           // [H_kv, R, D]: the new rows' own keys
   auto iopt = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
-  auto kj = torch::arange(Tk, iopt).view({1, Tk});
-  // Rows per block so that a block of scores stays near 16M elements.
-  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 24) / std::max<int64_t>(1, H * Tk));
+  auto kj = torch::arange(R, iopt).view({1, R});
+  torch::Tensor valid_p, valid_n;  // [H_kv, 1, 1, T] / [H_kv, 1, 1, R]
+  if (key_valid.defined()) {
+    valid_p = key_valid.select(0, 0).narrow(-1, 0, T).view({Hkv, 1, 1, T});
+    valid_n = key_valid.select(0, 0).narrow(-1, T, R).view({Hkv, 1, 1, R});
+  }
+  // Rows per block so that a block of scores stays near 64M elements.
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, H * Tk));
+  const double neg_inf = -std::numeric_limits<double>::infinity();
   torch::Tensor acc;
   for (int64_t r0 = 0; r0 < R; r0 += rows) {
-    const int64_t r1 = std::min(R, r0 + rows);
-    auto s = torch::matmul(qg.narrow(2, r0, r1 - r0), kt) * scale;  // [H_kv, G, r, Tk]
-    auto qi = torch::arange(r0, r1, iopt).view({r1 - r0, 1}) + T;   // key index of each row
-    auto allowed = (kj <= qi).view({1, 1, r1 - r0, Tk});
-    if (key_valid.defined()) allowed = allowed.logical_and(key_valid.select(0, 0).view({Hkv, 1, 1, Tk}));
-    s = s.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
-    auto p = torch::softmax(s, -1).narrow(-1, 0, T);  // [H_kv, G, r, T]
+    const int64_t r1 = std::min(R, r0 + rows), n = r1 - r0;
+    auto qb = qg.narrow(2, r0, n).reshape({Hkv, G * n, D});
+    auto sp = torch::bmm(qb, kp.transpose(1, 2)).view({Hkv, G, n, T});
+    auto sn = torch::bmm(qb, kn.transpose(1, 2)).view({Hkv, G, n, R});
+    auto allowed = (kj <= torch::arange(r0, r1, iopt).view({n, 1})).view({1, 1, n, R});  // causal among new rows
+    if (key_valid.defined()) {
+      allowed = allowed.logical_and(valid_n);
+      sp = sp.masked_fill(valid_p.logical_not(), neg_inf);
+    }
+    sn = sn.masked_fill(allowed.logical_not(), neg_inf);
+    auto p = torch::softmax(torch::cat({sp, sn}, -1) * scale, -1).narrow(-1, 0, T);  // [H_kv, G, n, T]
     if (opt.renormalize) p = p / p.sum(-1, true).clamp_min(1e-30);
     auto part = p.sum(2);  // [H_kv, G, T]
     acc = acc.defined() ? acc + part : part;

@@ -95,7 +95,7 @@ TEST(ValidationHit, TrainedSoftTokensBeatTheirInitialisation) {
   o.val = val_path;
   o.out = dir + "/run";
   o.soft_tokens = 8;
-  o.steps = 40;
+  o.steps = 80;
   o.batch = 2;
   o.lr = 2e-2;
   o.warmup_steps = 2;
