@@ -39,12 +39,12 @@ if [ -f soft/train.h5 ] && stage 100 fit; then
 fi
 J=soft/s32/judgeq.safetensors
 if [ -f $J ]; then
-  ev 240 ruler4k_paper --bench ruler --lengths 4096 --limit 100 --data-dir .dev/data --methods $ALL \
+  ev 230 ruler4k_paper --bench ruler --lengths 4096 --limit 100 --data-dir .dev/data --methods $ALL \
     --budgets 64,128,256,512 --soft-tokens $J
   ev 60 niah_paper --bench niah --lengths 1024,2048,3072,4096 --data-dir .dev/data --methods $ALL --budgets 64,128,256 \
     --soft-tokens $J
   for P in question-first kvpress; do
-    ev 90 ruler4k_qpos_$P --bench ruler --lengths 4096 --limit 50 --data-dir .dev/data --methods $ALL \
+    ev 60 ruler4k_qpos_$P --bench ruler --lengths 4096 --limit 25 --data-dir .dev/data --methods $ALL \
       --budgets 64,128,256,512 --soft-tokens $J --protocol $P
   done
   ev 60 longbench_multi_news --bench longbench --tasks multi_news --limit 20 --data-dir .dev/data/longbench/data \
