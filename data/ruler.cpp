@@ -188,7 +188,8 @@ class Rng {
   std::mt19937_64 g_;
 };
 
-constexpr uint64_t kProbeIndex = 0xFFFFFFFF00000001ull;  // the binary search's fixed stream
+constexpr uint64_t kProbeIndex = 0xFFFFFFFF00000001ull;
+constexpr uint64_t kMaxRedraws = 8;  // draws of one sample that overflows at the smallest size  // the binary search's fixed stream
 constexpr uint64_t kIclIndex = 0xFFFFFFFF00000002ull;    // VT's in-context example
 
 // ---- Punkt port ----
@@ -1236,8 +1237,10 @@ std::vector<BenchSample> RulerGenerator::generate(const std::string& task, const
   std::vector<BenchSample> out;
   out.reserve(impl_->opt.num_samples);
   for (size_t i = 0; i < impl_->opt.num_samples; ++i) {
+    uint64_t redraw = 0;  // > 0: an earlier draw did not fit at the smallest size
     auto attempt = [&](size_t n, Built& b) {
-      Rng rng(impl_->opt.seed, c.name, i);  // the sample's content depends only on (seed, task, i, n)
+      // The sample's content depends only on (seed, task, i, n) and, for a redrawn sample, the redraw.
+      Rng rng(impl_->opt.seed, c.name, i + (redraw << 40));
       b = impl_->build(c, n, rng, count, i);
       return Impl::tokens(b, count);
     };
@@ -1256,9 +1259,17 @@ std::vector<BenchSample> RulerGenerator::generate(const std::string& task, const
       t = attempt(n, b);
     }
     while (t > budget) {
-      check(n > range.min, "RULER ", task, " sample ", i, " does not fit (got ", t,
-            " prompt tokens at the smallest haystack, expected <= ", budget, "); raise max_seq_length");
-      n = n > range.min + step ? n - step : range.min;
+      if (n == range.min) {
+        // Random content (e.g. CWE's words, long in a small vocabulary's tokens) can overflow even at
+        // the smallest size: draw the sample again, deterministically, a few times before giving up.
+        check(redraw < kMaxRedraws, "RULER ", task, " sample ", i, " does not fit (got ", t,
+              " prompt tokens at the smallest haystack after ", redraw + 1, " draws, expected <= ", budget,
+              "); raise max_seq_length");
+        ++redraw;
+        n = n0;
+      } else {
+        n = n > range.min + step ? n - step : range.min;
+      }
       t = attempt(n, b);
     }
     out.push_back(impl_->make_sample(c, i, n, b, t));
