@@ -211,21 +211,23 @@ torch::Tensor LlamaModel::attention(const torch::Tensor& q, const torch::Tensor&
   (void)plain_causal;
   (void)see_all;
   (void)manual;
-  // Reference/fallback path: grouped matmuls (no repeat_kv copies), query rows in chunks so that
-  // the score block stays small.
+  // Reference/fallback path: batched matmuls over (batch, KV head) with the G query heads of a group
+  // stacked as rows, reading K and V as stored (no repeat_kv or broadcast copies); query rows in
+  // chunks so that the score block stays small.
   auto qg = q.view({B, Hkv, G, Tq, D});
   auto out = torch::empty_like(q).view({B, Hkv, G, Tq, D});
   const int64_t budget = int64_t(1) << 26;  // score elements per block
   const int64_t rows = std::max<int64_t>(1, budget / std::max<int64_t>(1, B * H * Tk));
-  auto kt = k.transpose(-1, -2).unsqueeze(2);  // [B, H_kv, 1, D, Tk]
-  auto v5 = v.unsqueeze(2);                    // [B, H_kv, 1, Tk, D]
+  auto kb = k.reshape({B * Hkv, Tk, D}).transpose(1, 2);  // [B*H_kv, D, Tk]
+  auto vb = v.reshape({B * Hkv, Tk, D});
   for (int64_t r0 = 0; r0 < Tq; r0 += rows) {
-    const int64_t r1 = std::min(Tq, r0 + rows);
-    auto s = torch::matmul(qg.narrow(3, r0, r1 - r0), kt).to(torch::kFloat32) * scale;  // [B,Hkv,G,r,Tk]
+    const int64_t r1 = std::min(Tq, r0 + rows), n = r1 - r0;
+    auto qb = qg.narrow(3, r0, n).reshape({B * Hkv, G * n, D});
+    auto s = torch::bmm(qb, kb).view({B, Hkv, G, n, Tk}).to(torch::kFloat32) * scale;
     auto m = allowed(r0, r1).unsqueeze(2);
     s = s.masked_fill(m.logical_not(), -std::numeric_limits<float>::infinity());
-    auto p = torch::softmax(s, -1).to(q.scalar_type());
-    out.narrow(3, r0, r1 - r0).copy_(torch::matmul(p, v5));
+    auto p = torch::softmax(s, -1).to(q.scalar_type()).view({B * Hkv, G * n, Tk});
+    out.narrow(3, r0, n).copy_(torch::bmm(p, vb).view({B, Hkv, G, n, D}));
   }
   return out.view({B, H, Tq, D});
 }

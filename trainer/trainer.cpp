@@ -453,6 +453,9 @@ std::vector<torch::Tensor> soft_token_attention(const LlamaModel& model, KVCache
   fo.logit_rows = {};
   fo.probe = &probe;
   fo.chunk = opt.chunk;
+  // S rows over T keys: the batched-matmul attention is cheaper here, forward and backward, than the
+  // fused kernel with an explicit mask, whose backward computes key/value gradients for all T keys.
+  fo.force_manual_attention = true;
   model.forward(torch::Tensor(), cache, fo);
   return probe.take();
 }
