@@ -7,7 +7,7 @@
 #   soft        prepare + fit S = 32 (and 8/16/64 for the ablation), one GPU each
 #   eval        RULER 4K paper protocol (LIMIT samples per task, default 100), NIAH, question placement
 #               (QLIMIT, default 25), LongBench multi_news, the ablation runs, kvpress ratio budgets
-#   final       GPU 0: the training-step benchmark, then question-first (QLIMIT); GPUs 1-3: RULER paper (LIMIT)
+#   final       GPU 0: the training-step benchmark, then question-first (QLIMIT); the other GPUs: RULER paper (LIMIT)
 # Without `soft`, the soft tokens are models/testbed/judgeq.safetensors.
 # Carry .dev/root (PCRE2), .dev/data (ruler/, niah/, longbench/) and .dev/soft/{chats,val}.jsonl.
 # $OUT: soft.tar.gz (soft-token runs, without the .h5 sets), results.tar.gz (run folders), build.log,
@@ -59,7 +59,7 @@ if has final; then
     echo "train bench: exit $?"; grep "^train" res/train_bench.log
     GPUS=0 ev 600 ruler4k_qpos_question-first --bench ruler --lengths 4096 --limit $QLIMIT --data-dir .dev/data \
       --methods $ALL --budgets 64,128,256,512 --soft-tokens $J --protocol question-first ) &
-  GPUS=1,2,3 ev 600 ruler4k_paper --bench ruler --lengths 4096 --limit $LIMIT --data-dir .dev/data --methods $ALL \
+  GPUS=$(seq -s, 1 $((N - 1))) ev 600 ruler4k_paper --bench ruler --lengths 4096 --limit $LIMIT --data-dir .dev/data --methods $ALL \
     --budgets 64,128,256,512 --soft-tokens $J
   wait
 fi
