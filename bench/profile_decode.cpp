@@ -1,19 +1,24 @@
-// Where the time of one decoding step goes: the static step (model/graph_decode.h) run eagerly
-// after a prefill of --context tokens at a real shape (seeded random weights), under LibTorch's
-// Kineto profiler; writes a Chrome trace (open in chrome://tracing or Perfetto) whose CUDA kernel
-// events bench/profile_summary.py sums per kernel name.
-//   judgeq_bench_profile --config cfg.json --context 32768 --steps 5 --out dir
+// Where the time goes, under LibTorch's Kineto profiler, at a real shape (seeded random weights):
+//   --what decode  one decoding step (model/graph_decode.h, run eagerly) after --context tokens;
+//   --what train   one judgeq-train step (trainer sample_loss + backward, S = 32 soft tokens, 128
+//                  response tokens) on a --context-token prompt, and the plain prefill beside it.
+// Writes Chrome traces (chrome://tracing or Perfetto) whose CUDA kernel events and CPU operators
+// bench/profile_summary.py sums; prints the wall time per step without the profiler.
+//   judgeq_bench_profile --config cfg.json --what decode --context 32768 --steps 5 --out dir
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "bench/common.h"
 #include "model/graph_decode.h"
 #include "model/llama.h"
+#include "trainer/trainer.h"
 #include "util/cli.h"
+#include "util/error.h"
 #include "util/safetensors.h"
 
 using namespace judgeq;
@@ -23,36 +28,68 @@ namespace prof = torch::autograd::profiler;
 int main(int argc, char** argv) {
   return run_main([&]() -> int {
     CLI::App app{"judgeq decoding-step profile"};
-    std::string config, out = ".";
+    std::string config, out = ".", what = "decode";
     int64_t context = 32768, steps = 5, seed = 0;
     app.add_option("--config", config)->required();
+    app.add_option("--what", what, "decode | train");
     app.add_option("--context", context);
     app.add_option("--steps", steps);
     app.add_option("--seed", seed);
     app.add_option("--out", out);
     CLI11_PARSE(app, argc, argv);
-    torch::NoGradGuard ng;
     auto cfg = ModelConfig::from_json(nlohmann::json::parse(read_file(config)), config);
     torch::Device dev(torch::kCUDA);
     auto model = seeded_model(cfg, seed, dev);
-    torch::manual_seed(seed + 7);
-    auto ids = torch::randint(0, cfg.vocab_size, {1, context}, torch::kInt64);
-    auto cache = model->new_cache(1);
-    auto logits = model->forward(ids.to(dev), cache);
-    StaticDecoder dec(*model, cache, steps + 4, /*use_graph=*/false);
-    auto tok = logits.select(1, 0).argmax(-1);
-    for (int i = 0; i < 3; ++i) tok = dec.step(tok).argmax(-1);
-    gpu_sync();
     const std::set<torch::profiler::impl::ActivityType> acts = {torch::profiler::impl::ActivityType::CPU,
                                                              torch::profiler::impl::ActivityType::CUDA};
     const torch::profiler::impl::ProfilerConfig pc(torch::profiler::impl::ProfilerState::KINETO);
-    prof::prepareProfiler(pc, acts);
-    prof::enableProfiler(pc, acts);
-    for (int64_t i = 0; i < steps; ++i) tok = dec.step(tok).argmax(-1);
-    gpu_sync();
-    auto result = prof::disableProfiler();
-    result->save(out + "/decode_trace.json");
-    std::cout << "profiled " << steps << " eager steps after " << context << " tokens: " << out << "/decode_trace.json\n";
+    // Runs f `steps` times unprofiled (wall time per step), then `steps` times profiled into FILE.
+    auto profile = [&](const std::string& name, const std::function<void()>& f) {
+      gpu_sync();
+      const double t0 = now_s();
+      for (int64_t i = 0; i < steps; ++i) f();
+      gpu_sync();
+      std::cout << name << ": " << (now_s() - t0) / double(steps) * 1e3 << " ms per step (wall, unprofiled)\n";
+      prof::prepareProfiler(pc, acts);
+      prof::enableProfiler(pc, acts);
+      for (int64_t i = 0; i < steps; ++i) f();
+      gpu_sync();
+      prof::disableProfiler()->save(out + "/" + name + "_trace.json");
+    };
+    torch::manual_seed(seed + 7);
+    if (what == "train") {
+      const int64_t S = 32, R = 128;
+      auto ids = torch::randint(1, cfg.vocab_size, {context + R}, torch::kInt64);
+      TrainSample s;
+      s.prompt.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + context);
+      s.response.assign(ids.data_ptr<int64_t>() + context, ids.data_ptr<int64_t>() + context + R);
+      auto emb = model->embedding_table().narrow(0, 1000, S).to(torch::kFloat32).clone().requires_grad_(true);
+      LossOptions lo;
+      auto step = [&] {
+        sample_loss(*model, s, emb, lo).backward();
+        emb.mutable_grad().zero_();
+      };
+      auto prefill = [&] {
+        torch::NoGradGuard ng;
+        auto cache = model->new_cache(1);
+        ForwardOptions fo;
+        fo.logit_rows = {};
+        model->forward(torch::tensor(s.prompt, torch::kInt64).view({1, context}), cache, fo);
+      };
+      for (int i = 0; i < 2; ++i) step(), prefill();
+      profile("prefill", prefill);
+      profile("train_step", step);
+      return 0;
+    }
+    check(what == "decode", "unknown --what '", what, "' (valid: decode, train)");
+    torch::NoGradGuard ng;
+    auto ids = torch::randint(0, cfg.vocab_size, {1, context}, torch::kInt64);
+    auto cache = model->new_cache(1);
+    auto logits = model->forward(ids.to(dev), cache);
+    StaticDecoder dec(*model, cache, 2 * steps + 4, /*use_graph=*/false);
+    auto tok = logits.select(1, 0).argmax(-1);
+    for (int i = 0; i < 3; ++i) tok = dec.step(tok).argmax(-1);
+    profile("decode", [&] { tok = dec.step(tok).argmax(-1); });
     return 0;
   });
 }

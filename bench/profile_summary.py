@@ -1,4 +1,5 @@
-"""Sums the CUDA kernel time of a Chrome trace (bench/profile_decode.cpp) per kernel name.
+"""Sums the CUDA kernel time of a Chrome trace (bench/profile_decode.cpp) per kernel name, and counts
+the CPU operators (how many ATen calls the host issues per step).
 python3 bench/profile_summary.py TRACE.json STEPS [TOP]"""
 import json, sys
 from collections import defaultdict
@@ -8,6 +9,12 @@ top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
 ev = json.load(open(trace))
 ev = ev["traceEvents"] if isinstance(ev, dict) else ev
 tot, cnt = defaultdict(float), defaultdict(int)
+ops = [e for e in ev if e.get("cat") == "cpu_op"]
+top_ops = defaultdict(int)
+for e in ops:
+    top_ops[e["name"]] += 1
+print(f"CPU operators per step: {len(ops) / steps:.0f} (most frequent: "
+      + ", ".join(f"{n} {c / steps:.0f}" for n, c in sorted(top_ops.items(), key=lambda x: -x[1])[:8]) + ")")
 for e in ev:
     if e.get("cat") == "kernel" and "dur" in e:
         tot[e["name"]] += e["dur"]
