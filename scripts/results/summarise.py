@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Per method and budget: the mean score (unweighted over tasks) and the mean critical-KV hit rate of a
+judgeq-eval run folder, optionally over the first N samples of each RULER task only (to compare runs
+of different sizes on the same samples). Standard library only.
+  python3 scripts/results/summarise.py RUN_DIR [--first N]"""
+import argparse
+import json
+from collections import defaultdict
+
+
+def summarise(run_dir, first=None):
+    score, hit = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
+    samples = set()
+    with open(f"{run_dir}/predictions.jsonl") as f:
+        for line in f:
+            r = json.loads(line)
+            if first is not None and r["bench"] == "ruler" and int(r["id"].rsplit("-", 1)[1]) >= first:
+                continue
+            samples.add(r["id"])
+            key = (r["method"], r["budget"])
+            score[key][r["task"]].append(r["score"])
+            if r.get("hit_rate") is not None:
+                hit[key][r["task"]].append(r["hit_rate"])
+    mean = lambda per_task: sum(sum(v) / len(v) for v in per_task.values()) / len(per_task)
+    return {k: (mean(score[k]), mean(hit[k]) if k in hit else None) for k in score}, len(samples)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--first", type=int, default=None, help="only the first N samples of each RULER task")
+    a = ap.parse_args()
+    table, n = summarise(a.run_dir, a.first)
+    budgets = sorted({b for _, b in table if b != "full"}, key=lambda b: float(b.replace("cr", "")))
+    print(f"{a.run_dir}: {n} samples; score / hit rate vs the oracle")
+    print("| method | " + " | ".join(budgets) + " |")
+    print("|---|" + "---:|" * len(budgets))
+    for m in sorted({m for m, _ in table}):
+        cells = []
+        for b in budgets:
+            s, h = table.get((m, b), table.get((m, "full"), (None, None)))
+            cells.append("" if s is None else f"{s:.2f}" + ("" if h is None or m == "full" else f" / {h:.3f}"))
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
