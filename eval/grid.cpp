@@ -155,8 +155,8 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
   for (auto& v : variants) ms.push_back(v.impl.get());
   const Needs needs = merge_needs(ms);
 
-  auto prefill_state = [&](KVCache& cache) {
-    PromptState st = prefill_for_compression(model, ctx, cache, needs, opt.chunk);
+  auto prefill_state = [&](KVCache& cache, const Needs& what) {
+    PromptState st = prefill_for_compression(model, ctx, cache, what, opt.chunk);
     st.answer_tokens = answer_tokens;
     st.stop_ids = go.stop_ids;
     return st;
@@ -164,9 +164,11 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
 
   std::vector<VariantOutput> outs;
   if (decode_alone) {
+    // One variant at a time, the way single-method tools run (a prefill each, capturing only what
+    // that method needs): the reference the grid is checked and timed against.
     for (auto& v : variants) {
       KVCache cache = model.new_cache(1);
-      PromptState st = prefill_state(cache);
+      PromptState st = prefill_state(cache, v.impl->needs());
       Prepared p = prepare_variant(st, v, opt, answer_tokens);
       std::vector<Prepared*> g = {&p};
       decode_group(model, tok, g, tail, st.last_logits, go);
@@ -175,7 +177,7 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
     return outs;
   }
   KVCache cache = model.new_cache(1);
-  PromptState st = prefill_state(cache);
+  PromptState st = prefill_state(cache, needs);
   std::vector<Prepared> prepared;
   prepared.reserve(variants.size());
   for (auto& v : variants) prepared.push_back(prepare_variant(st, v, opt, answer_tokens));
