@@ -196,7 +196,9 @@ KVCache expand_to_query_heads(const KVCache& c, int64_t n_heads) {
 KVCache apply_selection(const KVCache& prompt, const Selection& sel) {
   check(static_cast<int64_t>(sel.idx.size()) == prompt.n_layers(), "selection has ", sel.idx.size(),
         " layers, the cache ", prompt.n_layers());
-  KVCache out = sel.query_head ? expand_to_query_heads(prompt, sel.idx[0].size(1)) : prompt.clone();
+  // Every layer is replaced by its gather (new buffers), so a shallow copy suffices: the prompt's
+  // buffers are read, never written, and no full copy of the cache is made.
+  KVCache out = sel.query_head ? expand_to_query_heads(prompt, sel.idx[0].size(1)) : KVCache(prompt);
   for (int64_t l = 0; l < out.n_layers(); ++l)
     out.gather(l, sel.idx[l], sel.valid.size() > static_cast<size_t>(l) ? sel.valid[l] : torch::Tensor());
   return out;

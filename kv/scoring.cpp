@@ -7,24 +7,47 @@
 
 namespace judgeq {
 
-torch::Tensor attention_rows(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& row_limit) {
+namespace {
+// Scaled float32 scores of q [B, H, R, D] against k [B, H_kv, Tk, D] as [B, H_kv, G, R, Tk] (the G
+// query heads of a group stacked as rows of one product; no repeat_kv copy).
+torch::Tensor scaled_scores(const torch::Tensor& q, const torch::Tensor& k) {
   const int64_t B = q.size(0), H = q.size(1), R = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Tk = k.size(2), G = H / Hkv;
   TORCH_CHECK(H % Hkv == 0 && k.size(3) == D && k.size(0) == B, "attention_rows: q/k shapes do not match");
   auto qg = q.to(torch::kFloat32).reshape({B, Hkv, G * R, D});
-  auto s = torch::matmul(qg, k.to(torch::kFloat32).transpose(-1, -2)) / std::sqrt(static_cast<double>(D));
-  s = s.view({B, Hkv, G, R, Tk});
-  auto kj = torch::arange(Tk, torch::TensorOptions().dtype(torch::kInt64).device(q.device())).view({1, Tk});
-  auto masked = kj >= row_limit.to(q.device()).view({R, 1});  // [R, Tk]
-  s = s.masked_fill(masked, -std::numeric_limits<float>::infinity());
-  return torch::softmax(s, -1).view({B, H, R, Tk});
+  auto s = torch::matmul(qg, k.to(torch::kFloat32).transpose(-1, -2));
+  return s.div_(std::sqrt(static_cast<double>(D))).view({B, Hkv, G, R, Tk});
+}
+torch::Tensor softmax_rows(const torch::Tensor& s) {
+  return torch::softmax(s, -1).view({s.size(0), s.size(1) * s.size(2), s.size(3), s.size(4)});
+}
+}  // namespace
+
+torch::Tensor attention_rows(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& row_limit) {
+  auto s = scaled_scores(q, k);
+  const int64_t R = s.size(3), Tk = s.size(4);
+  // The limits are built on the host; only the columns that some row cannot see are touched.
+  auto lim = row_limit.to(torch::kCPU, torch::kInt64);
+  const int64_t lo = std::min(Tk, lim.min().item<int64_t>());
+  if (lo < Tk) {
+    auto kj = torch::arange(lo, Tk, torch::kInt64).view({1, Tk - lo});
+    auto hidden = (kj >= lim.view({R, 1})).to(q.device());
+    s.narrow(-1, lo, Tk - lo).masked_fill_(hidden, -std::numeric_limits<float>::infinity());
+  }
+  return softmax_rows(s);
 }
 
 torch::Tensor attention_rows(const torch::Tensor& q, const torch::Tensor& k, int64_t causal_tail) {
-  const int64_t R = q.size(2), Tk = k.size(2);
-  auto lim = torch::full({R}, Tk, torch::kInt64);
-  for (int64_t i = 0; i < causal_tail; ++i) lim[R - causal_tail + i] = Tk - causal_tail + i + 1;
-  return attention_rows(q, k, lim);
+  auto s = scaled_scores(q, k);
+  const int64_t R = s.size(3), Tk = s.size(4), c = std::min(causal_tail, R);
+  if (c > 1) {
+    // Row R-c+i sees keys up to Tk-c+i: only the last c columns of the last c rows are hidden. The
+    // mask is built on the device (no host-to-device copy, which would wait for the stream).
+    auto opt = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
+    auto hidden = torch::arange(c, opt).view({1, c}) > torch::arange(c, opt).view({c, 1});
+    s.narrow(-2, R - c, c).narrow(-1, Tk - c, c).masked_fill_(hidden, -std::numeric_limits<float>::infinity());
+  }
+  return softmax_rows(s);
 }
 
 torch::Tensor pool_scores(const torch::Tensor& scores, int64_t kernel, const std::string& pooling) {
@@ -213,16 +236,17 @@ void WindowScorer::read(const Options& o) {
 
 torch::Tensor WindowScorer::score(const torch::Tensor& q, const torch::Tensor& k, int64_t n_ctx, int64_t causal_tail,
                                   int64_t n_kv_heads) const {
-  const int64_t R = q.size(2), Tk = k.size(2);
-  auto lim = torch::full({R}, Tk, torch::kInt64);
-  for (int64_t i = 0; i < causal_tail; ++i) lim[R - causal_tail + i] = Tk - causal_tail + i + 1;
-  return score_limits(q, k, n_ctx, lim, n_kv_heads);
+  return finish(attention_rows(q, k, causal_tail), n_ctx, n_kv_heads);
 }
 
 torch::Tensor WindowScorer::score_limits(const torch::Tensor& q, const torch::Tensor& k, int64_t n_ctx,
                                          const torch::Tensor& row_limit, int64_t n_kv_heads) const {
-  auto p = attention_rows(q, k, row_limit).narrow(-1, 0, n_ctx);  // [B, H, R, n_ctx]
-  auto s = reduce == "mean" ? p.mean(2) : p.sum(2);                  // [B, H, n_ctx]
+  return finish(attention_rows(q, k, row_limit), n_ctx, n_kv_heads);
+}
+
+torch::Tensor WindowScorer::finish(const torch::Tensor& rows, int64_t n_ctx, int64_t n_kv_heads) const {
+  auto p = rows.narrow(-1, 0, n_ctx);                  // [B, H, R, n_ctx]
+  auto s = reduce == "mean" ? p.mean(2) : p.sum(2);    // [B, H, n_ctx]
   // Pool only the candidates: the window is always kept and must not bleed into its neighbours.
   const int64_t w = std::min(window, n_ctx);
   if (w > 0 && w < n_ctx)

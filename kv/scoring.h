@@ -76,6 +76,10 @@ struct WindowScorer {
   torch::Tensor score_limits(const torch::Tensor& q, const torch::Tensor& k, int64_t n_ctx,
                              const torch::Tensor& row_limit, int64_t n_kv_heads) const;
   bool query_head() const { return gqa == "query-head"; }
+
+ private:
+  // Reduces, pools and groups softmax rows [B, H, R, Tk] into the scores of the first n_ctx keys.
+  torch::Tensor finish(const torch::Tensor& rows, int64_t n_ctx, int64_t n_kv_heads) const;
 };
 nlohmann::json window_scorer_defaults(int64_t window, int64_t kernel, const std::string& pooling);
 nlohmann::json window_scorer_help();
