@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/llama.h"
+#include "trainer/dataset.h"
 
 namespace judgeq::bench {
 
@@ -22,6 +23,20 @@ inline torch::Tensor seeded_weight(const std::string& name, const std::vector<in
   auto r = torch::randn(shape, torch::TensorOptions().dtype(torch::kFloat32).device(dev));
   auto w = name.find("norm") != std::string::npos ? 1.0 + 0.1 * r : r * 0.02;
   return w.to(torch::kBFloat16);
+}
+
+// A training sample of random token ids (the current torch seed): T prompt tokens, R response tokens.
+inline TrainSample random_train_sample(int64_t vocab, int64_t T, int64_t R) {
+  auto ids = torch::randint(1, vocab, {T + R}, torch::kInt64);
+  TrainSample s;
+  s.prompt.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + T);
+  s.response.assign(ids.data_ptr<int64_t>() + T, ids.data_ptr<int64_t>() + T + R);
+  return s;
+}
+
+// S soft tokens to train in the benchmarks: copies of embedding rows 1000.., float32, with gradient.
+inline torch::Tensor bench_soft_tokens(const LlamaModel& model, int64_t S) {
+  return model.embedding_table().narrow(0, 1000, S).to(torch::kFloat32).clone().requires_grad_(true);
 }
 
 inline std::unique_ptr<LlamaModel> seeded_model(const ModelConfig& c, int64_t seed, torch::Device dev) {

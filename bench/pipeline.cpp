@@ -98,11 +98,8 @@ int main(int argc, char** argv) {
       LossOptions lo;
       for (auto T : lengths) {
         torch::manual_seed(seed + T);
-        auto ids = torch::randint(1, cfg.vocab_size, {T + response}, torch::kInt64);
-        TrainSample s;
-        s.prompt.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + T);
-        s.response.assign(ids.data_ptr<int64_t>() + T, ids.data_ptr<int64_t>() + T + response);
-        auto emb = model->embedding_table().narrow(0, 1000, soft).to(torch::kFloat32).clone().requires_grad_(true);
+        TrainSample s = random_train_sample(cfg.vocab_size, T, response);
+        auto emb = bench_soft_tokens(*model, soft);
         json row;
         row["prefill"] = timed([&] {
           torch::NoGradGuard ng;

@@ -59,11 +59,8 @@ int main(int argc, char** argv) {
     torch::manual_seed(seed + 7);
     if (what == "train") {
       const int64_t S = 32, R = 128;
-      auto ids = torch::randint(1, cfg.vocab_size, {context + R}, torch::kInt64);
-      TrainSample s;
-      s.prompt.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + context);
-      s.response.assign(ids.data_ptr<int64_t>() + context, ids.data_ptr<int64_t>() + context + R);
-      auto emb = model->embedding_table().narrow(0, 1000, S).to(torch::kFloat32).clone().requires_grad_(true);
+      TrainSample s = random_train_sample(cfg.vocab_size, context, R);
+      auto emb = bench_soft_tokens(*model, S);
       LossOptions lo;
       auto step = [&] {
         sample_loss(*model, s, emb, lo).backward();
