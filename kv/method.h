@@ -4,6 +4,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -42,6 +44,10 @@ struct PromptState {
   // The oracle's full-KV greedy answer trace, computed once per prompt and shared by every budget
   // (an opaque DecodeTrace, see kv/compress.h).
   mutable std::shared_ptr<void> oracle_trace;
+  // What methods compute from this prompt independently of the budget (e.g. per-layer scores),
+  // keyed by what determines it: computed by the first select() and reused by every other budget
+  // and by methods with the same key (kv/scoring.h, memo_layers).
+  mutable std::map<std::string, std::shared_ptr<std::vector<torch::Tensor>>> memo;
 };
 
 // Per layer: indices [B, Hs, K] (ascending) into the prompt cache, Hs = H_kv, or H in

@@ -27,10 +27,9 @@ class AdaKv : public Method {
     const int64_t B = st.cache->batch(), Hkv = st.cache->n_kv_heads();
     const int64_t floor_n = static_cast<int64_t>(alpha_ * per_head);
     Selection s;
+    const auto& layer_scores = sc_.window_scores(st, "adakv");
     for (int64_t l = 0; l < st.cache->n_layers(); ++l) {
-      const auto& q = st.q_window.at(l);
-      auto scores = sc_.score(q.narrow(2, q.size(2) - w, w), st.cache->keys(l), st.n_ctx, w, Hkv)
-                        .narrow(2, 0, C).to(torch::kCPU, torch::kFloat32);  // [B, H_kv, C]
+      auto scores = layer_scores[l].narrow(2, 0, C).to(torch::kCPU, torch::kFloat32);  // [B, H_kv, C]
       auto mask = adakv_allocate(scores, per_head, floor_n);  // [B, H_kv, C]
       auto counts = mask.sum(-1);  // [B, H_kv]
       const int64_t kmax = counts.max().item<int64_t>() + w;

@@ -2,6 +2,7 @@
 // T..T+S-1 score the prompt's keys with their queries (pooled and reduced as SnapKV); an optional
 // recent window is kept too. Their own KV never enters the cache (append = false), so decoding
 // starts from the prefill's last-position logits exactly as without them.
+#include <atomic>
 #include <map>
 
 #include "kv/methods.h"
@@ -54,19 +55,23 @@ class JudgeQ : public Method {
     const int64_t B = st.cache->batch(), S = soft_.size(0);
     check(st.n_ctx + S <= m.config().max_position_embeddings, "prompt of ", st.n_ctx, " tokens + ", S,
           " soft tokens exceeds max_position_embeddings ", m.config().max_position_embeddings);
-    SoftScoreProbe probe(sc_, st.n_ctx, st.cache->n_kv_heads());
-    ForwardOptions fo;
-    fo.inputs_embeds = soft_.unsqueeze(0).expand({B, S, soft_.size(1)});
-    fo.positions = soft_token_positions(st.cache->next_positions(), S);
-    fo.append = false;
-    fo.logit_rows = {};
-    fo.probe = &probe;
-    torch::NoGradGuard ng;
-    m.forward(torch::Tensor(), const_cast<KVCache&>(*st.cache), fo);  // append = false: the cache is not modified
+    // The soft tokens' scores do not depend on the budget: one pass per prompt and instance.
+    const auto& scores = memo_layers(st, "judgeq#" + std::to_string(id_) + " " + sc_.key(), [&] {
+      SoftScoreProbe probe(sc_, st.n_ctx, st.cache->n_kv_heads());
+      ForwardOptions fo;
+      fo.inputs_embeds = soft_.unsqueeze(0).expand({B, S, soft_.size(1)});
+      fo.positions = soft_token_positions(st.cache->next_positions(), S);
+      fo.append = false;
+      fo.logit_rows = {};
+      fo.probe = &probe;
+      torch::NoGradGuard ng;
+      m.forward(torch::Tensor(), const_cast<KVCache&>(*st.cache), fo);  // append = false: the cache is not modified
+      return probe.scores;
+    });
     Selection s;
     s.query_head = sc_.query_head();
     const int64_t w = std::min(sc_.window, st.n_ctx);
-    for (auto& sc : probe.scores) s.idx.push_back(select_topk(sc, keep, 0, w));
+    for (auto& sc : scores) s.idx.push_back(select_topk(sc, keep, 0, w));
     return s;
   }
 
@@ -75,6 +80,9 @@ class JudgeQ : public Method {
   WindowScorer sc_;
   std::string path_;
   torch::Tensor soft_;  // [S, hidden]
+  // Names this instance's soft tokens in the prompt state's memo.
+  const uint64_t id_ = next_id_.fetch_add(1);
+  static inline std::atomic<uint64_t> next_id_{0};
 };
 }  // namespace
 MethodInfo info_judgeq() {

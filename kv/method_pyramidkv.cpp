@@ -24,11 +24,8 @@ class PyramidKv : public Method {
     auto budgets = pyramid_budgets(keep, w, st.n_ctx, st.cache->n_layers(), opt_.integer("beta"));
     Selection s;
     s.query_head = sc_.query_head();
-    for (int64_t l = 0; l < st.cache->n_layers(); ++l) {
-      const auto& q = st.q_window.at(l);
-      auto scores = sc_.score(q.narrow(2, q.size(2) - w, w), st.cache->keys(l), st.n_ctx, w, st.cache->n_kv_heads());
-      s.idx.push_back(select_topk(scores, budgets[l] + w, 0, w));
-    }
+    const auto& scores = sc_.window_scores(st, "pyramidkv");
+    for (int64_t l = 0; l < st.cache->n_layers(); ++l) s.idx.push_back(select_topk(scores[l], budgets[l] + w, 0, w));
     return s;
   }
 

@@ -18,13 +18,8 @@ class SnapKv : public Method {
     if (keep >= st.n_ctx) return keep_all(st, sc_.query_head());
     Selection s;
     s.query_head = sc_.query_head();
-    for (int64_t l = 0; l < st.cache->n_layers(); ++l) {
-      const auto& q = st.q_window.at(l);
-      const int64_t w = std::min(sc_.window, st.n_ctx);
-      check(q.defined() && q.size(2) >= w, "snapkv needs the last ", w, " prompt queries captured");
-      auto scores = sc_.score(q.narrow(2, q.size(2) - w, w), st.cache->keys(l), st.n_ctx, w, st.cache->n_kv_heads());
-      s.idx.push_back(select_topk(scores, keep, 0, w));
-    }
+    const int64_t w = std::min(sc_.window, st.n_ctx);
+    for (const auto& scores : sc_.window_scores(st, "snapkv")) s.idx.push_back(select_topk(scores, keep, 0, w));
     return s;
   }
 

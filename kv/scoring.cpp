@@ -256,4 +256,30 @@ torch::Tensor WindowScorer::finish(const torch::Tensor& rows, int64_t n_ctx, int
   return query_head() ? s : reduce_groups(s, n_kv_heads, gqa);
 }
 
+const std::vector<torch::Tensor>& memo_layers(const PromptState& st, const std::string& key,
+                                              const std::function<std::vector<torch::Tensor>()>& compute) {
+  auto& slot = st.memo[key];
+  if (!slot) slot = std::make_shared<std::vector<torch::Tensor>>(compute());
+  return *slot;
+}
+
+std::string WindowScorer::key() const {
+  std::ostringstream os;
+  os << "window-scores w=" << window << " k=" << kernel << " pool=" << pooling << " reduce=" << reduce << " gqa=" << gqa;
+  return os.str();
+}
+
+const std::vector<torch::Tensor>& WindowScorer::window_scores(const PromptState& st, const std::string& method) const {
+  return memo_layers(st, key(), [&] {
+    const int64_t w = std::min(window, st.n_ctx);
+    std::vector<torch::Tensor> out;
+    for (int64_t l = 0; l < st.cache->n_layers(); ++l) {
+      const auto& q = st.q_window.at(l);
+      check(q.defined() && q.size(2) >= w, method, " needs the last ", w, " prompt queries captured");
+      out.push_back(score(q.narrow(2, q.size(2) - w, w), st.cache->keys(l), st.n_ctx, w, st.cache->n_kv_heads()));
+    }
+    return out;
+  });
+}
+
 }  // namespace judgeq

@@ -76,11 +76,21 @@ struct WindowScorer {
   torch::Tensor score_limits(const torch::Tensor& q, const torch::Tensor& k, int64_t n_ctx,
                              const torch::Tensor& row_limit, int64_t n_kv_heads) const;
   bool query_head() const { return gqa == "query-head"; }
+  // Per layer, score() of the prefill's last-window queries over the prompt (the SnapKV family),
+  // memoised in the prompt state under these options: one computation per prompt whatever the
+  // number of budgets and methods sharing them. `method` names the caller in errors.
+  const std::vector<torch::Tensor>& window_scores(const PromptState& st, const std::string& method) const;
+  // The options that determine the scores, as a memo key.
+  std::string key() const;
 
  private:
   // Reduces, pools and groups softmax rows [B, H, R, Tk] into the scores of the first n_ctx keys.
   torch::Tensor finish(const torch::Tensor& rows, int64_t n_ctx, int64_t n_kv_heads) const;
 };
+// st.memo[key], computed by `compute` on first use.
+const std::vector<torch::Tensor>& memo_layers(const PromptState& st, const std::string& key,
+                                              const std::function<std::vector<torch::Tensor>()>& compute);
+
 nlohmann::json window_scorer_defaults(int64_t window, int64_t kernel, const std::string& pooling);
 nlohmann::json window_scorer_help();
 

@@ -19,6 +19,7 @@ struct Setup {
   KVCache cache;
   PromptState st;
   std::string soft_path;
+  std::vector<int64_t> ids;
 };
 
 Setup& setup() {
@@ -28,6 +29,7 @@ Setup& setup() {
     torch::manual_seed(11);
     auto ids = torch::randint(4, x.model->config().vocab_size, {90}, torch::kInt64);
     std::vector<int64_t> p(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + 90);
+    x.ids = p;
     x.cache = x.model->new_cache(1);
     torch::NoGradGuard ng;
     x.st = prefill_for_compression(*x.model, p, x.cache, Needs{32, true});
@@ -83,6 +85,36 @@ TEST_P(EveryMethod, GatherEqualsMaskingReference) {
   // Deterministic.
   auto again = make_method(GetParam(), opts_for(GetParam()))->select(s.st, Budget::parse("40"));
   for (size_t l = 0; l < sel.idx.size(); ++l) EXPECT_TRUE(torch::equal(sel.idx[l], again.idx[l])) << GetParam();
+}
+
+// What a method memoises in the prompt state (scores that do not depend on the budget) is shared by
+// its budgets and by other methods with the same scorer: selections from one shared state equal
+// those from a fresh prefill per (method, budget).
+TEST_P(EveryMethod, SharedPromptStateEqualsFreshOnes) {
+  auto& s = setup();
+  torch::NoGradGuard ng;
+  auto fresh = [&](const std::string& method, const std::string& budget) {
+    KVCache cache = s.model->new_cache(1);
+    PromptState st = prefill_for_compression(*s.model, s.ids, cache, Needs{32, true});
+    st.answer_tokens = 12;
+    st.stop_ids = {};
+    return make_method(method, opts_for(method))->select(st, Budget::parse(budget));
+  };
+  KVCache cache = s.model->new_cache(1);
+  PromptState shared = prefill_for_compression(*s.model, s.ids, cache, Needs{32, true});
+  shared.answer_tokens = 12;
+  shared.stop_ids = {};
+  auto m = make_method(GetParam(), opts_for(GetParam()));
+  auto snap = make_method("snapkv", opts_for("snapkv"));  // may share the method's memoised scores
+  for (const std::string budget : {"40", "60", "cr0.5"}) {
+    auto a = m->select(shared, Budget::parse(budget)), b = fresh(GetParam(), budget);
+    auto c = snap->select(shared, Budget::parse(budget)), d = fresh("snapkv", budget);
+    ASSERT_EQ(a.idx.size(), b.idx.size());
+    for (size_t l = 0; l < a.idx.size(); ++l) {
+      EXPECT_TRUE(torch::equal(a.idx[l], b.idx[l])) << GetParam() << " budget " << budget << " layer " << l;
+      EXPECT_TRUE(torch::equal(c.idx[l], d.idx[l])) << "snapkv beside " << GetParam() << " budget " << budget;
+    }
+  }
 }
 
 TEST_P(EveryMethod, LargeBudgetEqualsFull) {
