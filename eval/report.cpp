@@ -1,5 +1,6 @@
 // Run reports: predictions.jsonl -> per-task means -> bench averages -> JSON, Markdown, CSV, plots.
 #include "eval/report.h"
+#include "judgeq_git_commit.h"
 
 #include <algorithm>
 #include <cctype>

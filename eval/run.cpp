@@ -1,4 +1,5 @@
 #include "eval/run.h"
+#include "judgeq_git_commit.h"
 
 #include <algorithm>
 #include <filesystem>

@@ -1,4 +1,5 @@
 #include "trainer/dataset.h"
+#include "judgeq_git_commit.h"
 
 #include <H5Cpp.h>
 

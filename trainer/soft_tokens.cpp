@@ -1,4 +1,5 @@
 #include "trainer/soft_tokens.h"
+#include "judgeq_git_commit.h"
 
 #include <filesystem>
 #include <set>

@@ -1,4 +1,5 @@
 #include "trainer/trainer.h"
+#include "judgeq_git_commit.h"
 
 #include <unistd.h>
 

@@ -1,4 +1,5 @@
 #include "util/cli.h"
+#include "judgeq_git_commit.h"
 
 #include <dlfcn.h>
 #include <execinfo.h>
