@@ -188,9 +188,9 @@ class Rng {
   std::mt19937_64 g_;
 };
 
-constexpr uint64_t kProbeIndex = 0xFFFFFFFF00000001ull;
-constexpr uint64_t kMaxRedraws = 8;  // draws of one sample that overflows at the smallest size  // the binary search's fixed stream
+constexpr uint64_t kProbeIndex = 0xFFFFFFFF00000001ull;  // the binary search's fixed stream
 constexpr uint64_t kIclIndex = 0xFFFFFFFF00000002ull;    // VT's in-context example
+constexpr uint64_t kMaxRedraws = 8;  // draws of one sample that overflows at the smallest size
 
 // ---- Punkt port ----
 

@@ -13,6 +13,7 @@ pkgs=(
   libpcre2-dev            # Unicode regex for the Llama-3 pre-tokenizer
   libcairo2-dev           # PNG/SVG plots
   libgloo-dev             # Gloo headers for LibTorch's c10d: multi-process runs (torchrun) on CPU
+  python3                 # scripts/results/summarise.py and its test
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -5,6 +5,7 @@ of different sizes on the same samples). Standard library only.
   python3 scripts/results/summarise.py RUN_DIR [--first N]"""
 import argparse
 import json
+import sys
 from collections import defaultdict
 
 
@@ -30,7 +31,12 @@ def main():
     ap.add_argument("run_dir")
     ap.add_argument("--first", type=int, default=None, help="only the first N samples of each RULER task")
     a = ap.parse_args()
-    table, n = summarise(a.run_dir, a.first)
+    try:
+        table, n = summarise(a.run_dir, a.first)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"error: cannot summarise {a.run_dir} ({e}); pass a judgeq-eval run folder (it holds predictions.jsonl)")
+    if not table:
+        sys.exit(f"error: {a.run_dir}/predictions.jsonl has no predictions")
     budgets = sorted({b for _, b in table if b != "full"}, key=lambda b: float(b.replace("cr", "")))
     print(f"{a.run_dir}: {n} samples; score / hit rate vs the oracle")
     print("| method | " + " | ".join(budgets) + " |")

@@ -155,6 +155,38 @@ same_tables() {  # same_tables DIR: DIR's tables are the single-process run's
   done
   [ ! -e "$1/predictions.parts" ] || fail "$1/predictions.parts left behind"
 }
+# scripts/results/summarise.py (docs/results.md's same-sample tables) agrees with metrics.json: per
+# method and budget, the mean over tasks of the task scores and hit rates; --first 1 keeps sample 0
+# of each task; a folder without predictions is one error line.
+SUMMARISE="$(cd "$(dirname "$0")/../.." && pwd)/scripts/results/summarise.py"
+python3 - "$SUMMARISE" "$TMP/e1" <<'PY' || fail "summarise.py disagrees with metrics.json"
+import json, subprocess, sys
+script, run = sys.argv[1:]
+def table(*extra):
+    out = subprocess.run([sys.executable, script, run, *extra], capture_output=True, text=True, check=True).stdout
+    head, rows = out.splitlines()[0], [l for l in out.splitlines() if l.startswith("| ") and not l.startswith("| method")]
+    budgets = out.splitlines()[1].strip("| ").split(" | ")[1:]
+    cells = {}
+    for r in rows:
+        f = [x.strip() for x in r.strip("|").split("|")]
+        for b, c in zip(budgets, f[1:]):
+            cells[(f[0], b)] = [float(x) for x in c.split(" / ")]
+    return head, cells
+head, cells = table()
+groups = json.load(open(f"{run}/metrics.json"))["groups"]
+assert head.endswith("6 samples; score / hit rate vs the oracle"), head
+for (m, b), got in cells.items():
+    g = [x for x in groups if x["method"] == m and x["budget"] == (b if m != "full" else "full")]
+    assert len(g) == 2, (m, b, len(g))
+    want = [sum(x["score"] for x in g) / 2] + ([sum(x["hit_rate"] for x in g) / 2] if m != "full" else [])
+    assert all(abs(u - v) < 0.006 for u, v in zip(got, want)), (m, b, got, want)
+assert len(cells) == 3 * 2, sorted(cells)
+head1, _ = table("--first", "1")
+assert head1.endswith("2 samples; score / hit rate vs the oracle"), head1
+PY
+python3 "$SUMMARISE" "$TMP/no_such_run" >"$TMP/out" 2>"$TMP/err"
+[ $? -ne 0 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "^error: cannot summarise" "$TMP/err" \
+  || fail "summarise.py on a missing folder: $(cat "$TMP/err")"
 if run2 eval2 $EVAL "${EVAL_ARGS[@]}" --out "$TMP/e2"; then
   same_tables "$TMP/e2"
 fi
