@@ -1,5 +1,6 @@
 // Where the time goes, under LibTorch's Kineto profiler, at a real shape (seeded random weights):
 //   --what decode  one decoding step (model/graph_decode.h, run eagerly) after --context tokens;
+//   --what decode_graph  the same step replayed as a CUDA graph (CUPTI records the graph's kernels);
 //   --what train   one judgeq-train step (trainer sample_loss + backward, S = 32 soft tokens, 128
 //                  response tokens) on a --context-token prompt, and the plain prefill beside it.
 // Writes Chrome traces (chrome://tracing or Perfetto) whose CUDA kernel events and CPU operators
@@ -78,15 +79,18 @@ int main(int argc, char** argv) {
       profile("train_step", step);
       return 0;
     }
-    check(what == "decode", "unknown --what '", what, "' (valid: decode, train)");
+    check(what == "decode" || what == "decode_graph", "unknown --what '", what,
+          "' (valid: decode, decode_graph, train)");
     torch::NoGradGuard ng;
     auto ids = torch::randint(0, cfg.vocab_size, {1, context}, torch::kInt64);
     auto cache = model->new_cache(1);
     auto logits = model->forward(ids.to(dev), cache);
-    StaticDecoder dec(*model, cache, 2 * steps + 4, /*use_graph=*/false);
+    const bool graph = what == "decode_graph";
+    StaticDecoder dec(*model, cache, 2 * steps + 4, graph);
+    check(!graph || dec.graphed(), "--what decode_graph: this build cannot capture CUDA graphs");
     auto tok = logits.select(1, 0).argmax(-1);
     for (int i = 0; i < 3; ++i) tok = dec.step(tok).argmax(-1);
-    profile("decode", [&] { tok = dec.step(tok).argmax(-1); });
+    profile(what, [&] { tok = dec.step(tok).argmax(-1); });
     return 0;
   });
 }

@@ -10,32 +10,45 @@ namespace judgeq {
 namespace {
 
 #if JUDGEQ_HAVE_SDPA
-// H2O's column sums on CUDA from two memory-efficient attention kernels, never materialising
-// scores: (1) the row log-sum-exps lse_i of the causal prefill attention; (2) the transposed
-// attention, keys as queries and queries as keys, both sequences reversed so that "query i >= key
-// j" becomes an ordinary causal mask, with two extra dimensions that subtract lse_i (split in a
-// bf16 high and low part). Its own log-sum-exp for key j is then log sum_{i >= j} P_ij.
+// The log-sum-exp of each query row of causal attention q k^T * scale, [B, H, Tq] float32, from a
+// fused kernel that never holds the scores: FlashAttention where it takes the inputs (it computes
+// an output too, against v = k, which is thrown away), else the memory-efficient kernel (with an
+// 8-wide dummy value).
+torch::Tensor causal_row_lse(const torch::Tensor& q, const torch::Tensor& k, double scale) {
+  const int64_t T = q.size(2);
+  try {
+    auto r = at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, scale);
+    return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
+  } catch (const c10::Error&) {
+  }
+  auto dummy_v = torch::zeros({q.size(0), q.size(1), k.size(2), 8}, q.options());
+  auto r = at::_scaled_dot_product_efficient_attention(q, k, dummy_v, c10::nullopt, true, 0.0, true, scale);
+  return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
+}
+
+// H2O's column sums on CUDA from two fused attention passes, never materialising scores: (1) the
+// row log-sum-exps lse_i of the causal prefill attention; (2) the transposed attention, keys as
+// queries and queries as keys, both sequences reversed so that "query i >= key j" becomes an
+// ordinary causal mask, with two extra dimensions that subtract lse_i (split in a bf16 high and
+// low part). Its own log-sum-exp for key j is then log sum_{i >= j} P_ij.
 // q [1, H, T, D], k [1, H_kv, T, D] (prompt only, all valid). Returns [1, H, T] float32.
 torch::Tensor h2o_column_sums_fused(const torch::Tensor& q, const torch::Tensor& k) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), G = H / k.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   auto kh = G == 1 ? k : k.repeat_interleave(G, 1);  // [B, H, T, D]
-  auto dummy_v = torch::zeros({B, H, T, 8}, q.options());
-  auto r1 = at::_scaled_dot_product_efficient_attention(q, kh, dummy_v, c10::nullopt, true, 0.0, true, scale);
-  auto lse = std::get<1>(r1).narrow(-1, 0, T).to(torch::kFloat32);  // [B, H, T]
-  auto x = lse / scale;
+  auto x = causal_row_lse(q, kh, scale) / scale;
   auto hi = x.to(q.scalar_type());
   auto lo = (x - hi.to(torch::kFloat32)).to(q.scalar_type());
-  const int64_t E = 16;  // extra dims, keeps the head size a multiple of 8
+  const int64_t E = 8;  // extra dims, keeps the head size a multiple of 8
   auto tq = torch::zeros({B, H, T, D + E}, q.options());  // transposed queries: [k_j, 1, 1, 0...]
   tq.narrow(-1, 0, D).copy_(kh.flip(2));
   tq.narrow(-1, D, 2).fill_(1.0);
+  kh = torch::Tensor();
   auto tk = torch::zeros({B, H, T, D + E}, q.options());  // transposed keys: [q_i, -hi_i, -lo_i, 0...]
   tk.narrow(-1, 0, D).copy_(q.flip(2));
   tk.select(-1, D).copy_(-hi.flip(2));
   tk.select(-1, D + 1).copy_(-lo.flip(2));
-  auto r2 = at::_scaled_dot_product_efficient_attention(tq, tk, dummy_v, c10::nullopt, true, 0.0, true, scale);
-  return std::get<1>(r2).narrow(-1, 0, T).to(torch::kFloat32).exp().flip(2);
+  return causal_row_lse(tq, tk, scale).exp().flip(2);
 }
 #endif
 

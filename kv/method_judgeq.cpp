@@ -64,6 +64,8 @@ class JudgeQ : public Method {
       fo.append = false;
       fo.logit_rows = {};
       fo.probe = &probe;
+      // S queries against the whole prompt: batched matmuls beat the fused kernels' masked path.
+      fo.force_manual_attention = true;
       torch::NoGradGuard ng;
       m.forward(torch::Tensor(), const_cast<KVCache&>(*st.cache), fo);  // append = false: the cache is not modified
       return probe.scores;

@@ -73,6 +73,8 @@ DistEnv DistEnv::read() {
   e.local_rank = local != nullptr ? static_cast<int>(env_int("LOCAL_RANK", local, 0, INT_MAX)) : e.rank;
   const char* force = env_value("JUDGEQ_DIST");
   e.force = force != nullptr && std::string(force) == "1";
+  if (const char* share = env_value("JUDGEQ_PROCS_PER_GPU"))
+    e.procs_per_gpu = static_cast<int>(env_int("JUDGEQ_PROCS_PER_GPU", share, 1, 64));
   const char* timeout = env_value("JUDGEQ_DIST_TIMEOUT_S");
   if (timeout != nullptr) e.timeout_ms = env_int("JUDGEQ_DIST_TIMEOUT_S", timeout, 1, 30LL * 86400) * 1000;
   const char* agent = env_value("TORCHELASTIC_USE_AGENT_STORE");
@@ -134,9 +136,12 @@ Dist Dist::create(const DistEnv& e, const torch::Device& requested) {
   if (!e.wants_group()) return d;
   if (requested.is_cuda() && !requested.has_index()) {
     const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
-    check(e.local_rank < n, "LOCAL_RANK=", e.local_rank, " but only ", n,
-          " CUDA devices are visible; launch at most that many processes per host (torchrun --nproc-per-node ", n, ")");
-    d.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank));
+    const int64_t k = e.procs_per_gpu;
+    check(e.local_rank < n * k, "LOCAL_RANK=", e.local_rank, " but only ", n, " CUDA devices are visible",
+          k > 1 ? " (" + std::to_string(k) + " processes each, JUDGEQ_PROCS_PER_GPU)" : std::string(),
+          "; launch at most ", n * k, " processes per host (torchrun --nproc-per-node ", n * k,
+          "), or set JUDGEQ_PROCS_PER_GPU to share each GPU among more processes");
+    d.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(e.local_rank / k));
   }
 #ifndef JUDGEQ_HAVE_C10D
   fail("WORLD_SIZE=", e.world, " asks for a multi-process run, but this judgeq was built without distributed support "
@@ -161,7 +166,7 @@ Dist Dist::create(const DistEnv& e, const torch::Device& requested) {
          first_line(ex.what()), "); check MASTER_ADDR/MASTER_PORT (rank 0 must be able to listen on the port)");
   }
   try {
-    if (d.device.is_cuda()) {
+    if (d.device.is_cuda() && e.procs_per_gpu == 1) {
 #ifdef JUDGEQ_HAVE_NCCL
       // NVLink SHARP multicast (NVLS) hangs or fails on some hosts; off unless asked for.
       ::setenv("NCCL_NVLS_ENABLE", "0", 0);

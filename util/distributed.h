@@ -4,6 +4,9 @@
 //
 //   RANK, WORLD_SIZE      this process and the number of processes (unset: 1 process)
 //   LOCAL_RANK            the process on this host; on CUDA it computes on cuda:LOCAL_RANK
+//   JUDGEQ_PROCS_PER_GPU  K processes share each GPU (default 1): LOCAL_RANK computes on
+//                         cuda:(LOCAL_RANK / K) and the group uses Gloo (NCCL refuses two ranks on
+//                         one device). For small models, whose runs are bound by the host, not the GPU
 //   MASTER_ADDR/PORT      the rendezvous store (a c10d::TCPStore; rank 0 serves it unless torchrun's
 //                         agent already does: TORCHELASTIC_USE_AGENT_STORE=True)
 //   JUDGEQ_DIST=1         a process group even for one process (tests of the collective path)
@@ -29,6 +32,7 @@ struct DistEnv {
   bool agent_store = false;  // torchrun's agent hosts the TCPStore: every rank is a client
   std::string restart_count = "0";
   int64_t timeout_ms = 0;    // 0: LibTorch's defaults
+  int procs_per_gpu = 1;     // JUDGEQ_PROCS_PER_GPU
 
   static DistEnv read();
   bool wants_group() const { return world > 1 || force; }
@@ -37,7 +41,7 @@ struct DistEnv {
 // This process's place in a run. Without a group (active() false) every collective is a no-op.
 struct Dist {
   int rank = 0, world = 1, local_rank = 0;
-  torch::Device device = torch::kCPU;  // where this rank computes (cuda:LOCAL_RANK on CUDA)
+  torch::Device device = torch::kCPU;  // where this rank computes (cuda:LOCAL_RANK / K on CUDA)
 
   bool active() const { return impl_ != nullptr; }
   bool is_root() const { return rank == 0; }

@@ -8,13 +8,18 @@
 #   eval        RULER 4K paper protocol (LIMIT samples per task, default 100), NIAH, question placement
 #               (QLIMIT, default 25), LongBench multi_news, the ablation runs, kvpress ratio budgets
 #   final       GPU 0: the training-step benchmark, then question-first (QLIMIT); the other GPUs: RULER paper (LIMIT)
+# PPG (default 1) evaluation processes share each GPU (JUDGEQ_PROCS_PER_GPU): the testbed's runs are
+# bound by the host, so several processes per GPU multiply the samples per second.
+# ONLY (run names, e.g. "ruler4k_paper ruler4k_qpos_question-first") limits the eval/final stages to
+# those runs, each with the whole time left instead of its usual time box; RESUME=1 passes --resume
+# (a run folder carried back in res/ continues where its time box cut it).
 # Without `soft`, the soft tokens are models/testbed/judgeq.safetensors.
 # Carry .dev/root (PCRE2), .dev/data (ruler/, niah/, longbench/) and .dev/soft/{chats,val}.jsonl.
 # $OUT: soft.tar.gz (soft-token runs, without the .h5 sets), results.tar.gz (run folders), build.log,
 # judgeq_pipeline_train.json (final).
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
-DEADLINE=${DEADLINE:-560}; STAGES=${STAGES:-soft eval}; LIMIT=${LIMIT:-100}; QLIMIT=${QLIMIT:-25}
+DEADLINE=${DEADLINE:-560}; PPG=${PPG:-1}; STAGES=${STAGES:-soft eval}; LIMIT=${LIMIT:-100}; QLIMIT=${QLIMIT:-25}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 targets="judgeq-eval judgeq-train"; has final && targets="$targets judgeq_bench_pipeline"
 source scripts/gpu_common.sh $targets || exit 1
@@ -24,12 +29,13 @@ ALL=full,streamingllm,h2o,snapkv,pyramidkv,laq,judgeq,oracle
 export JUDGEQ_DATA=.dev/data
 ev() {  # BOX_S NAME ARGS...: one judgeq-eval run over the GPUs in $GPUS (default all) into res/NAME
   local s=$1 name=$2 t=$(date +%s) n; shift 2
+  if [ -n "${ONLY:-}" ]; then [[ " $ONLY " == *" $name "* ]] || return 0; s=100000; fi
   stage 30 "eval $name" || return
-  n=$(echo "${GPUS:-$(seq -s, 0 $((N - 1)))}" | tr ',' '\n' | wc -l)
+  n=$(( $(echo "${GPUS:-$(seq -s, 0 $((N - 1)))}" | tr ',' '\n' | wc -l) * PPG ))
   local launch="torchrun --no-python --nproc-per-node $n --master-port $(( 29540 + RANDOM % 400 ))"
   (( n == 1 )) && launch=""
-  CUDA_VISIBLE_DEVICES=${GPUS:-$(seq -s, 0 $((N - 1)))} box $s $launch $B/judgeq-eval run --model $TB --device cuda \
-    --dtype fp32 --max-batch 32 --out res/$name "$@" > res/$name.log 2>&1
+  JUDGEQ_PROCS_PER_GPU=$PPG CUDA_VISIBLE_DEVICES=${GPUS:-$(seq -s, 0 $((N - 1)))} box $s $launch $B/judgeq-eval run --model $TB --device cuda \
+    --dtype fp32 --max-batch 32 --out res/$name ${RESUME:+--resume} "$@" >> res/$name.log 2>&1
   echo "eval $name: exit $?, $(( $(date +%s) - t )) s"; grep -E "^(Error|error)|run: " res/$name.log | head -3
 }
 J=$TB/judgeq.safetensors

@@ -18,8 +18,10 @@ using namespace judgeq;
 
 namespace {
 
-const char* const kVars[] = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "JUDGEQ_DIST",
-                             "JUDGEQ_DIST_TIMEOUT_S", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_RESTART_COUNT"};
+const char* const kVars[] = {"RANK",        "WORLD_SIZE",          "LOCAL_RANK",
+                             "MASTER_ADDR", "MASTER_PORT",         "JUDGEQ_DIST",
+                             "JUDGEQ_DIST_TIMEOUT_S",              "JUDGEQ_PROCS_PER_GPU",
+                             "TORCHELASTIC_USE_AGENT_STORE",       "TORCHELASTIC_RESTART_COUNT"};
 
 // Sets the launch variables for one test (the others unset) and restores them afterwards.
 class LaunchEnv {
@@ -84,7 +86,8 @@ TEST(DistEnv, ReadsWhatTorchrunSets) {
                  {"MASTER_PORT", "29501"},
                  {"TORCHELASTIC_USE_AGENT_STORE", "True"},
                  {"TORCHELASTIC_RESTART_COUNT", "2"},
-                 {"JUDGEQ_DIST_TIMEOUT_S", "90"}});
+                 {"JUDGEQ_DIST_TIMEOUT_S", "90"},
+                 {"JUDGEQ_PROCS_PER_GPU", "4"}});
   const DistEnv e = DistEnv::read();
   EXPECT_EQ(e.rank, 3);
   EXPECT_EQ(e.world, 4);
@@ -94,6 +97,7 @@ TEST(DistEnv, ReadsWhatTorchrunSets) {
   EXPECT_TRUE(e.agent_store);
   EXPECT_EQ(e.restart_count, "2");
   EXPECT_EQ(e.timeout_ms, 90000);
+  EXPECT_EQ(e.procs_per_gpu, 4);
   EXPECT_TRUE(e.wants_group());
 }
 
@@ -116,6 +120,8 @@ TEST(DistEnv, BadVariablesAreOneLineErrors) {
       {{{"RANK", "0"}, {"WORLD_SIZE", "0"}}, "bad WORLD_SIZE"},
       {{{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}, "bad MASTER_PORT"},
       {{{"JUDGEQ_DIST", "1"}}, "MASTER_ADDR is not set"},
+      {{{"JUDGEQ_PROCS_PER_GPU", "0"}}, "bad JUDGEQ_PROCS_PER_GPU"},
+      {{{"JUDGEQ_PROCS_PER_GPU", "two"}}, "bad JUDGEQ_PROCS_PER_GPU"},
   };
   for (auto& [vars, needle] : cases) {
     LaunchEnv env(vars);
