@@ -75,6 +75,12 @@ DistEnv DistEnv::read() {
   e.force = force != nullptr && std::string(force) == "1";
   if (const char* share = env_value("JUDGEQ_PROCS_PER_GPU"))
     e.procs_per_gpu = static_cast<int>(env_int("JUDGEQ_PROCS_PER_GPU", share, 1, 64));
+  if (const char* b = env_value("JUDGEQ_DIST_BACKEND")) {
+    const std::string v = b;
+    check(v == "store" || v == "auto", "bad JUDGEQ_DIST_BACKEND in the environment (got '", v,
+          "', expected store or auto); unset it to let judgeq choose");
+    e.store_backend = v == "store";
+  }
   const char* timeout = env_value("JUDGEQ_DIST_TIMEOUT_S");
   if (timeout != nullptr) e.timeout_ms = env_int("JUDGEQ_DIST_TIMEOUT_S", timeout, 1, 30LL * 86400) * 1000;
   const char* agent = env_value("TORCHELASTIC_USE_AGENT_STORE");
@@ -112,6 +118,7 @@ struct Dist::Impl {
   torch::Device comm_device = torch::kCPU;  // where the backend wants tensors
   std::chrono::milliseconds barrier_timeout{0};
   int64_t barriers = 0;
+  int64_t collectives = 0;  // store backend: names each collective's keys
 };
 
 std::string Dist::compiled_backends() {
@@ -166,7 +173,9 @@ Dist Dist::create(const DistEnv& e, const torch::Device& requested) {
          first_line(ex.what()), "); check MASTER_ADDR/MASTER_PORT (rank 0 must be able to listen on the port)");
   }
   try {
-    if (d.device.is_cuda() && e.procs_per_gpu == 1) {
+    if (e.store_backend) {
+      impl->backend = "store";
+    } else if (d.device.is_cuda() && e.procs_per_gpu == 1) {
 #ifdef JUDGEQ_HAVE_NCCL
       // NVLink SHARP multicast (NVLS) hangs or fails on some hosts; off unless asked for.
       ::setenv("NCCL_NVLS_ENABLE", "0", 0);
@@ -178,7 +187,7 @@ Dist Dist::create(const DistEnv& e, const torch::Device& requested) {
       impl->comm_device = d.device;
 #endif
     }
-    if (!impl->group) {
+    if (!impl->group && impl->backend != "store") {
 #ifdef JUDGEQ_HAVE_GLOO
       auto opts = c10d::ProcessGroupGloo::Options::create();
       if (e.timeout_ms > 0) opts->timeout = timeout;
@@ -191,8 +200,11 @@ Dist Dist::create(const DistEnv& e, const torch::Device& requested) {
       impl->backend = "gloo";
       impl->comm_device = torch::kCPU;  // CUDA tensors are staged through host memory
 #else
-      fail("no process-group backend for ", d.device.str(), " in this build (got ", compiled_backends(),
-           "); rebuild with libgloo-dev installed, or run one process");
+      // Ranks sharing a GPU (NCCL refuses them) and no Gloo: the store carries the few small
+      // collectives judgeq makes.
+      check(d.device.is_cuda() && e.procs_per_gpu > 1, "no process-group backend for ", d.device.str(),
+            " in this build (got ", compiled_backends(), "); rebuild with libgloo-dev installed, or run one process");
+      impl->backend = "store";
 #endif
     }
   } catch (const Error&) {
@@ -219,6 +231,38 @@ Dist& Dist::from_env(const torch::Device& requested) {
 #ifdef JUDGEQ_HAVE_C10D
 namespace {
 
+std::vector<uint8_t> tensor_bytes(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).contiguous();
+  const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+  return std::vector<uint8_t>(p, p + c.numel() * c.element_size());
+}
+
+torch::Tensor tensor_from_bytes(std::vector<uint8_t>& b, const torch::Tensor& like) {
+  auto opt = torch::TensorOptions().dtype(like.scalar_type());
+  check(b.size() == static_cast<size_t>(like.numel() * like.element_size()),
+        "a collective through the store got ", b.size(), " bytes, expected ", like.numel() * like.element_size(),
+        "; every rank must pass tensors of the same shape and dtype");
+  return torch::from_blob(b.data(), like.sizes(), opt).clone();
+}
+
+// Store backend: each rank posts its tensor under the collective's key and reads all the others';
+// every rank sums (or maxes) them in rank order, so all get the same bits.
+void store_all_reduce(Dist::Impl& im, int rank, int world, torch::Tensor& t, bool max) {
+  torch::NoGradGuard no_grad;
+  const std::string key = "coll/" + std::to_string(im.collectives++) + "/";
+  im.store->set(key + std::to_string(rank), tensor_bytes(t));
+  std::vector<std::string> keys;
+  for (int r = 0; r < world; ++r) keys.push_back(key + std::to_string(r));
+  im.store->wait(keys, im.barrier_timeout);
+  torch::Tensor acc;
+  for (int r = 0; r < world; ++r) {
+    auto b = im.store->get(keys[r]);
+    auto x = tensor_from_bytes(b, t);
+    acc = r == 0 ? x : max ? torch::maximum(acc, x) : acc + x;
+  }
+  t.copy_(acc);
+}
+
 void all_reduce(const Dist::Impl& im, torch::Tensor& t, c10d::ReduceOp op) {
   torch::NoGradGuard no_grad;
   torch::Tensor buf = t.device() == im.comm_device && t.is_contiguous() ? t : t.to(im.comm_device).contiguous();
@@ -234,7 +278,8 @@ void all_reduce(const Dist::Impl& im, torch::Tensor& t, c10d::ReduceOp op) {
 
 void Dist::all_reduce_sum(torch::Tensor& t) const {
 #ifdef JUDGEQ_HAVE_C10D
-  if (impl_) all_reduce(*impl_, t, c10d::ReduceOp::SUM);
+  if (impl_ && !impl_->group) store_all_reduce(*impl_, rank, world, t, false);
+  else if (impl_) all_reduce(*impl_, t, c10d::ReduceOp::SUM);
 #else
   (void)t;
 #endif
@@ -249,7 +294,8 @@ void Dist::all_reduce_mean(torch::Tensor& t) const {
 
 void Dist::all_reduce_max(torch::Tensor& t) const {
 #ifdef JUDGEQ_HAVE_C10D
-  if (impl_) all_reduce(*impl_, t, c10d::ReduceOp::MAX);
+  if (impl_ && !impl_->group) store_all_reduce(*impl_, rank, world, t, true);
+  else if (impl_) all_reduce(*impl_, t, c10d::ReduceOp::MAX);
 #else
   (void)t;
 #endif
@@ -259,6 +305,17 @@ void Dist::broadcast(torch::Tensor& t, int root) const {
 #ifdef JUDGEQ_HAVE_C10D
   if (!impl_) return;
   torch::NoGradGuard no_grad;
+  if (!impl_->group) {
+    const std::string key = "coll/" + std::to_string(impl_->collectives++) + "/root";
+    if (rank == root) {
+      impl_->store->set(key, tensor_bytes(t));
+    } else {
+      impl_->store->wait({key}, impl_->barrier_timeout);
+      auto b = impl_->store->get(key);
+      t.copy_(tensor_from_bytes(b, t));
+    }
+    return;
+  }
   torch::Tensor buf = t.device() == impl_->comm_device && t.is_contiguous() ? t : t.to(impl_->comm_device).contiguous();
   std::vector<at::Tensor> v{buf};
   c10d::BroadcastOptions o;

@@ -11,6 +11,8 @@
 //                         agent already does: TORCHELASTIC_USE_AGENT_STORE=True)
 //   JUDGEQ_DIST=1         a process group even for one process (tests of the collective path)
 //   JUDGEQ_DIST_TIMEOUT_S collectives' and the store's timeout (default: LibTorch's)
+//   JUDGEQ_DIST_BACKEND   store: collectives through the rendezvous store itself (small tensors;
+//                         what ranks sharing a GPU use when the build has no Gloo); default: auto
 //   GLOO_SOCKET_IFNAME    the network interface Gloo uses (default: loopback for a loopback
 //                         MASTER_ADDR, else the host name's address)
 // NCCL groups are made with NCCL_NVLS_ENABLE=0 unless it is set (NVLink SHARP multicast off).
@@ -33,6 +35,7 @@ struct DistEnv {
   std::string restart_count = "0";
   int64_t timeout_ms = 0;    // 0: LibTorch's defaults
   int procs_per_gpu = 1;     // JUDGEQ_PROCS_PER_GPU
+  bool store_backend = false;  // JUDGEQ_DIST_BACKEND=store
 
   static DistEnv read();
   bool wants_group() const { return world > 1 || force; }
@@ -45,7 +48,7 @@ struct Dist {
 
   bool active() const { return impl_ != nullptr; }
   bool is_root() const { return rank == 0; }
-  std::string backend() const;  // "none", "gloo" or "nccl"
+  std::string backend() const;  // "none", "gloo", "nccl" or "store"
 
   // In place over all ranks; t may live on any device (copied to the backend's device and back).
   void all_reduce_sum(torch::Tensor& t) const;

@@ -18,10 +18,17 @@ using namespace judgeq;
 
 namespace {
 
-const char* const kVars[] = {"RANK",        "WORLD_SIZE",          "LOCAL_RANK",
-                             "MASTER_ADDR", "MASTER_PORT",         "JUDGEQ_DIST",
-                             "JUDGEQ_DIST_TIMEOUT_S",              "JUDGEQ_PROCS_PER_GPU",
-                             "TORCHELASTIC_USE_AGENT_STORE",       "TORCHELASTIC_RESTART_COUNT"};
+const char* const kVars[] = {"RANK",
+                             "WORLD_SIZE",
+                             "LOCAL_RANK",
+                             "MASTER_ADDR",
+                             "MASTER_PORT",
+                             "JUDGEQ_DIST",
+                             "JUDGEQ_DIST_TIMEOUT_S",
+                             "JUDGEQ_PROCS_PER_GPU",
+                             "JUDGEQ_DIST_BACKEND",
+                             "TORCHELASTIC_USE_AGENT_STORE",
+                             "TORCHELASTIC_RESTART_COUNT"};
 
 // Sets the launch variables for one test (the others unset) and restores them afterwards.
 class LaunchEnv {
@@ -136,8 +143,10 @@ TEST(DistEnv, BadVariablesAreOneLineErrors) {
   }
 }
 
-TEST(Dist, TwoGlooRanksReduceBroadcastAndWait) {
-  if (Dist::compiled_backends().find("gloo") == std::string::npos) GTEST_SKIP() << "built without Gloo";
+namespace {
+// Two ranks as threads: sums, means, maxes, a broadcast, barriers and a strided reduction, through
+// Gloo or (store = true) through the rendezvous store.
+void two_ranks_reduce_broadcast_and_wait(bool store) {
   LaunchEnv env({});
   const int port = free_port();
   ASSERT_GT(port, 0);
@@ -152,6 +161,7 @@ TEST(Dist, TwoGlooRanksReduceBroadcastAndWait) {
       e.master_addr = "127.0.0.1";
       e.master_port = port;
       e.timeout_ms = 60000;
+      e.store_backend = store;
       Dist d = Dist::create(e, torch::kCPU);
       backends[r] = d.backend();
       sums[r] = torch::tensor({1.0f + r, 10.0f * r});
@@ -177,11 +187,34 @@ TEST(Dist, TwoGlooRanksReduceBroadcastAndWait) {
   t1.join();
   for (int r = 0; r < 2; ++r) {
     ASSERT_EQ(errors[r], "") << "rank " << r;
-    EXPECT_EQ(backends[r], "gloo");
+    EXPECT_EQ(backends[r], store ? "store" : "gloo");
     EXPECT_TRUE(torch::equal(sums[r], torch::tensor({3.0f, 10.0f}))) << sums[r];
     EXPECT_TRUE(torch::equal(means[r], torch::tensor({1.0, 3.0}, torch::kFloat64))) << means[r];
     EXPECT_TRUE(torch::equal(maxes[r], torch::tensor({1.0, 0.0}, torch::kFloat64))) << maxes[r];
     EXPECT_TRUE(torch::equal(casts[r], torch::full({3}, 8.0f))) << casts[r];
     EXPECT_TRUE(torch::equal(strided[r], (torch::arange(6, torch::kFloat32).view({2, 3}) * 3.0f).t())) << strided[r];
+  }
+}
+}  // namespace
+
+TEST(Dist, TwoGlooRanksReduceBroadcastAndWait) {
+  if (Dist::compiled_backends().find("gloo") == std::string::npos) GTEST_SKIP() << "built without Gloo";
+  two_ranks_reduce_broadcast_and_wait(false);
+}
+
+// What ranks sharing a GPU use when the build has no Gloo (JUDGEQ_PROCS_PER_GPU).
+TEST(Dist, TwoStoreRanksReduceBroadcastAndWait) { two_ranks_reduce_broadcast_and_wait(true); }
+
+TEST(DistEnv, StoreBackendFromTheEnvironment) {
+  {
+    LaunchEnv env(std::map<std::string, std::string>{{"JUDGEQ_DIST_BACKEND", "store"}});
+    EXPECT_TRUE(DistEnv::read().store_backend);
+  }
+  LaunchEnv env(std::map<std::string, std::string>{{"JUDGEQ_DIST_BACKEND", "nccl2"}});
+  try {
+    DistEnv::read();
+    ADD_FAILURE() << "no error for JUDGEQ_DIST_BACKEND=nccl2";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad JUDGEQ_DIST_BACKEND"), std::string::npos) << e.what();
   }
 }
