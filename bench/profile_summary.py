@@ -21,5 +21,14 @@ for e in ev:
         cnt[e["name"]] += 1
 all_us = sum(tot.values())
 print(f"kernels per step: {sum(cnt.values()) / steps:.0f}, GPU kernel time per step: {all_us / steps / 1000:.2f} ms")
+ks = sorted((e["ts"], e["ts"] + e["dur"]) for e in ev if e.get("cat") == "kernel" and "dur" in e)
+if ks:
+    # From the first kernel's start to the last one's end, and the idle gaps between kernels in it.
+    busy_end, idle = ks[0][1], 0.0
+    for a, b in ks[1:]:
+        idle += max(0.0, a - busy_end)
+        busy_end = max(busy_end, b)
+    print(f"GPU span per step: {(busy_end - ks[0][0]) / steps / 1000:.2f} ms, idle between kernels: "
+          f"{idle / steps / 1000:.2f} ms")
 for name, us in sorted(tot.items(), key=lambda x: -x[1])[:top]:
     print(f"{us / steps / 1000:8.3f} ms/step {cnt[name] / steps:6.0f}x  {name[:150]}")

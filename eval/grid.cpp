@@ -129,7 +129,7 @@ void decode_group(const LlamaModel& model, const Tokenizer& tok, std::vector<Pre
     auto t = r.tokens[b];
     if (r.finish[b] == "stop" && !t.empty()) t.pop_back();
     group[b]->out.tokens = t;
-    group[b]->out.prediction = tok.decode(t, true);
+    group[b]->out.prediction = utf8_lossy(tok.decode(t, true));
   }
 }
 

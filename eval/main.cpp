@@ -103,7 +103,7 @@ int cmd_generate(const GenerateCliOptions& o) {
     out["budget"] = o.budget;
     out["kept"] = kept;
   }
-  out["text"] = tok ? json(tok->decode(r.tokens[0], true)) : json(nullptr);
+  out["text"] = tok ? json(utf8_lossy(tok->decode(r.tokens[0], true))) : json(nullptr);
   std::cout << out.dump() << "\n";
   return 0;
 }

@@ -1254,4 +1254,44 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   return load_file((has_json ? json : model).string());
 }
 
+std::string utf8_lossy(std::string_view s) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  out.reserve(s.size());
+  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned c = b[i];
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // Length and the allowed range of the second byte (Unicode Table 3-7).
+    size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    size_t j = i + 1;  // end of the maximal subpart
+    if (len > 0) {
+      for (size_t k = 1; k < len && j < n; ++k, ++j) {
+        const unsigned d = b[j];
+        if (k == 1 ? (d < lo || d > hi) : (d < 0x80 || d > 0xBF)) break;
+      }
+    }
+    if (len > 0 && j - i == len) {
+      out.append(s.data() + i, len);
+    } else {
+      out += kReplacement;
+    }
+    i = j;
+  }
+  return out;
+}
+
 }  // namespace judgeq

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace judgeq {
@@ -47,5 +48,11 @@ class Tokenizer {
   // "sentencepiece" or "bpe-bytelevel".
   virtual std::string kind() const = 0;
 };
+
+// Text as Hugging Face's decoders return it: valid UTF-8, each maximal invalid subsequence (a
+// character cut between tokens, a stray continuation byte) replaced by U+FFFD, as Python's
+// bytes.decode("utf-8", "replace") does. What generated text goes through before it is scored
+// or written as JSON.
+std::string utf8_lossy(std::string_view bytes);
 
 }  // namespace judgeq

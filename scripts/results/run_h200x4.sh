@@ -19,7 +19,7 @@
 # judgeq_pipeline_train.json (final).
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
-DEADLINE=${DEADLINE:-560}; PPG=${PPG:-1}; STAGES=${STAGES:-soft eval}; LIMIT=${LIMIT:-100}; QLIMIT=${QLIMIT:-25}
+DEADLINE=${DEADLINE:-560}; PPG=${PPG:-1}; STAGES=${STAGES:-soft eval}; LIMIT=${LIMIT:-100}; QLIMIT=${QLIMIT:-25}  # KLIMIT: kvpress-ratio samples (default 20)
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 targets="judgeq-eval judgeq-train"; has final && targets="$targets judgeq_bench_pipeline"
 source scripts/gpu_common.sh $targets || exit 1
@@ -87,7 +87,7 @@ if has eval && [ -f $J ]; then
     ev 30 niah_ablation_s$S --bench niah --lengths 1024,2048,3072,4096 --data-dir .dev/data --methods full,judgeq \
       --budgets 64,128,256 --soft-tokens soft/s$S/judgeq.safetensors
   done
-  ev 60 ruler4k_kvpress_ratio --bench ruler --lengths 4096 --limit 20 --data-dir .dev/data --methods $ALL \
+  ev 60 ruler4k_kvpress_ratio --bench ruler --lengths 4096 --limit ${KLIMIT:-20} --data-dir .dev/data --methods $ALL \
     --budgets cr0.5,cr0.75,cr0.9 --soft-tokens $J --protocol kvpress
 fi
 has soft && tar czf "$OUT/soft.tar.gz" soft --exclude='*.h5' --exclude='*.parts' 2>/dev/null

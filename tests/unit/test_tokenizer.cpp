@@ -88,6 +88,24 @@ void expect_llama3_golden(const Tokenizer& tok) {
   }
 }
 
+// Cases checked against Python's bytes.decode("utf-8", "replace").
+TEST(TokenizerUtil, Utf8LossyReplacesMaximalInvalidSubparts) {
+  const std::string R = "\xEF\xBF\xBD";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"plain ascii", "plain ascii"},
+      {"caf\xC3\xA9 \xF0\x9F\x98\x80", "caf\xC3\xA9 \xF0\x9F\x98\x80"},  // valid 2- and 4-byte characters
+      {"a\xE2\x82 b", "a" + R + " b"},                                   // a character cut by a token boundary
+      {"end\xE2\x82", "end" + R},                                        // cut at the end
+      {"\x80x", R + "x"},                                                 // stray continuation byte
+      {"\xC0\xAF", R + R},                                               // overlong lead: each byte alone
+      {"\xED\xA0\x80", R + R + R},                                      // surrogate
+      {"\xF4\x90\x80\x80", R + R + R + R},                             // above U+10FFFF
+      {"\xF0\x9F\x98", R},                                              // 3 of 4 bytes: one replacement
+      {"\xE0\x80\x80", R + R + R},                                      // overlong 3-byte form
+  };
+  for (auto& [in, want] : cases) EXPECT_EQ(utf8_lossy(in), want) << in;
+}
+
 TEST(TokenizerUtil, Sha256KnownAnswers) {
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
