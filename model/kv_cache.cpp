@@ -34,6 +34,10 @@ void KVCache::reserve(int64_t l, int64_t cap) {
   int64_t old = L.k.defined() ? L.k.size(2) : 0;
   if (cap <= old) return;
   int64_t new_cap = std::max<int64_t>(cap, old + old / 2);  // amortised growth for decoding
+  // Long buffers get a multiple of 256 rows: the CUDA-graph decoder splits its reduction over the
+  // cache into equal chunks of the buffer (model/graph_decode.cpp), which needs a divisor of the
+  // capacity; at most 255 spare rows.
+  if (new_cap >= 2048) new_cap = (new_cap + 255) / 256 * 256;
   auto opt = torch::TensorOptions().dtype(dtype_).device(device_);
   auto k = torch::empty({batch_, n_kv_heads_, new_cap, head_dim_}, opt);
   auto v = torch::empty({batch_, n_kv_heads_, new_cap, head_dim_}, opt);

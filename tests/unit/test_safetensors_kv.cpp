@@ -62,6 +62,27 @@ TEST(KVCache, AppendGatherCloneBytes) {
   EXPECT_EQ(counts[0][0][0].item<int64_t>(), 6);
 }
 
+// Long buffers get a multiple of 256 rows (the CUDA-graph decoder's split reduction needs a divisor
+// of the capacity); short ones stay exact.
+TEST(KVCache, LongBuffersHoldAMultipleOf256Rows) {
+  KVCache c(1, 1, 2, 4, torch::kFloat32, torch::kCPU);
+  auto add = [&](int64_t t, int64_t from) {
+    auto k = torch::randn({1, 2, t, 4});
+    c.append(0, k, k, torch::arange(from, from + t, torch::kInt64).view({1, t}));
+  };
+  auto capacity = [&] { return c.values(0).stride(1) / 4; };
+  add(100, 0);
+  EXPECT_EQ(capacity(), 100);
+  add(1953, 100);  // 2053 tokens, a prime
+  EXPECT_EQ(c.len(0), 2053);
+  EXPECT_EQ(capacity() % 256, 0);
+  EXPECT_GE(capacity(), 2053);
+  EXPECT_LT(capacity(), 2053 + 256);
+  add(1, 2053);  // growth keeps the rule
+  EXPECT_EQ(capacity() % 256, 0);
+  EXPECT_EQ(c.positions(0)[0][1][2053].item<int64_t>(), 2053);
+}
+
 TEST(KVCache, CatAndSelectBatch) {
   KVCache a(1, 1, 1, 2, torch::kFloat32, torch::kCPU), b(1, 1, 1, 2, torch::kFloat32, torch::kCPU);
   a.append(0, torch::ones({1, 1, 3, 2}), torch::ones({1, 1, 3, 2}), torch::arange(3).view({1, 3}));
