@@ -167,6 +167,13 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
     I.new_k.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
     I.new_v.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
     const int64_t len = cache.len(l);
+    {
+      // A long cache in an exact-size buffer (a clone, a gather) moves once into a buffer of a
+      // multiple of 256 rows, so that the reduction below can be split into chunks.
+      auto vv = cache.values(l);
+      const bool rows = vv.stride(3) == 1 && vv.stride(2) == I.D;
+      if (len >= 2048 && rows && (vv.stride(1) / I.D) % 256 != 0) cache.reserve(l, (len + 255) / 256 * 256, true);
+    }
     // Views of the cache buffers (no copy: [B, Hc] merge into one batch dimension).
     I.ck.push_back(cache.keys(l).reshape({I.B * I.Hc, len, I.D}));
     I.cv.push_back(cache.values(l).reshape({I.B * I.Hc, len, I.D}));

@@ -29,11 +29,11 @@ torch::Tensor KVCache::valid(int64_t l) const {
   return L.valid.defined() && L.len ? L.valid.narrow(2, 0, L.len) : torch::Tensor();
 }
 
-void KVCache::reserve(int64_t l, int64_t cap) {
+void KVCache::reserve(int64_t l, int64_t cap, bool exact) {
   Layer& L = layers_.at(l);
   int64_t old = L.k.defined() ? L.k.size(2) : 0;
   if (cap <= old) return;
-  int64_t new_cap = std::max<int64_t>(cap, old + old / 2);  // amortised growth for decoding
+  int64_t new_cap = exact ? cap : std::max<int64_t>(cap, old + old / 2);  // amortised growth for decoding
   // Long buffers get a multiple of 256 rows: the CUDA-graph decoder splits its reduction over the
   // cache into equal chunks of the buffer (model/graph_decode.cpp), which needs a divisor of the
   // capacity; at most 255 spare rows.

@@ -88,6 +88,31 @@ TEST(StaticDecode, SplitReductionOverTheCacheBuffer) {
   expect_same_as_forward(*m, cache, logits, 5);
 }
 
+// A long cache in an exact-size buffer (2053 entries, a prime, as a clone leaves it) is moved into a
+// buffer of a multiple of 256 rows, so the split reduction applies; decoding still equals forward.
+// (Random entries: the tiny model's 512 positions are too few for a real 2053-token prompt.)
+TEST(StaticDecode, LongExactSizeCacheIsRelaidForTheSplitReduction) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  const auto& c0 = m->config();
+  const int64_t T = 2053, D = c0.head_dim;
+  torch::manual_seed(5);
+  auto cache = m->new_cache(1);
+  for (int64_t l = 0; l < c0.n_layers; ++l)
+    cache.append(l, torch::randn({1, c0.n_kv_heads, T, D}), torch::randn({1, c0.n_kv_heads, T, D}),
+                 torch::arange(T, torch::kInt64).view({1, T}));
+  cache.set_next_positions({T});
+  KVCache c = cache.clone();
+  ASSERT_EQ(c.values(0).stride(1) / D, T);
+  StaticDecoder dec(*m, c, 4, /*use_graph=*/false);
+  for (int64_t l = 0; l < c.n_layers(); ++l) {
+    EXPECT_EQ(c.values(l).stride(1) / D, 2304) << "layer " << l;
+    EXPECT_EQ(c.len(l), T);
+    EXPECT_TRUE(torch::equal(c.keys(l), cache.keys(l)));
+  }
+  expect_same_as_forward(*m, cache, torch::randn({1, c0.vocab_size}), 4);
+}
+
 TEST(StaticDecode, EqualsForwardOnARaggedBatch) {
   torch::NoGradGuard ng;
   auto m = tiny();
