@@ -11,6 +11,7 @@
 // CUDA graphs where LibTorch has CUDA (the GPU machine); plain eager steps elsewhere.
 #if defined(__has_include)
 #if __has_include(<cuda_runtime_api.h>) && __has_include(<ATen/cuda/CUDAGraph.h>)
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -207,6 +208,11 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
   if (I.use_graph) {
     // Warm up on a side stream (cuBLAS handles and workspaces), then capture one step.
     auto stream = c10::cuda::getStreamFromPool(false, dev.index());
+    // The side stream starts after everything the caller's stream has queued (the cache's copy, the
+    // buffers' fills above), as PyTorch's capture recipe has it (side.wait_stream(current)).
+    at::cuda::CUDAEvent queued;
+    queued.record(c10::cuda::getCurrentCUDAStream(dev.index()));
+    queued.block(stream);
     {
       c10::cuda::CUDAStreamGuard guard(stream);
       for (int i = 0; i < 2; ++i) I.body();

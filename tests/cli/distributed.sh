@@ -157,15 +157,16 @@ same_tables() {  # same_tables DIR: DIR's tables are the single-process run's
 }
 # scripts/results/summarise.py (docs/results.md's same-sample tables) agrees with metrics.json: per
 # method and budget, the mean over tasks of the task scores and hit rates; --first 1 keeps sample 0
-# of each task; a folder without predictions is one error line.
+# of each task; predictions.jsonl.gz reads the same; --drop-empty with nothing empty changes nothing;
+# a folder without predictions is one error line.
 SUMMARISE="$(cd "$(dirname "$0")/../.." && pwd)/scripts/results/summarise.py"
 python3 - "$SUMMARISE" "$TMP/e1" <<'PY' || fail "summarise.py disagrees with metrics.json"
-import json, subprocess, sys
+import gzip, json, subprocess, sys, tempfile
 script, run = sys.argv[1:]
-def table(*extra):
-    out = subprocess.run([sys.executable, script, run, *extra], capture_output=True, text=True, check=True).stdout
+def table(*extra, where=run):
+    out = subprocess.run([sys.executable, script, where, *extra], capture_output=True, text=True, check=True).stdout
     head, rows = out.splitlines()[0], [l for l in out.splitlines() if l.startswith("| ") and not l.startswith("| method")]
-    budgets = out.splitlines()[1].strip("| ").split(" | ")[1:]
+    budgets = next(l for l in out.splitlines() if l.startswith("| method")).strip("| ").split(" | ")[1:]
     cells = {}
     for r in rows:
         f = [x.strip() for x in r.strip("|").split("|")]
@@ -183,6 +184,13 @@ for (m, b), got in cells.items():
 assert len(cells) == 3 * 2, sorted(cells)
 head1, _ = table("--first", "1")
 assert head1.endswith("2 samples; score / hit rate vs the oracle"), head1
+gz = tempfile.mkdtemp()
+with open(f"{run}/predictions.jsonl", "rb") as f, gzip.open(f"{gz}/predictions.jsonl.gz", "wb") as g:
+    g.write(f.read())
+assert table(where=gz)[1] == cells, "predictions.jsonl.gz reads differently"
+out = subprocess.run([sys.executable, script, run, "--drop-empty"], capture_output=True, text=True, check=True).stdout
+assert "empty predictions left out: none" in out, out
+assert table("--drop-empty")[1] == cells
 PY
 python3 "$SUMMARISE" "$TMP/no_such_run" >"$TMP/out" 2>"$TMP/err"
 [ $? -ne 0 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "^error: cannot summarise" "$TMP/err" \
