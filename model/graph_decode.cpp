@@ -210,12 +210,21 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
     auto stream = c10::cuda::getStreamFromPool(false, dev.index());
     // The side stream starts after everything the caller's stream has queued (the cache's copy, the
     // buffers' fills above), as PyTorch's capture recipe has it (side.wait_stream(current)).
+    // Without this wait the warm-up could read a cache copy still in flight (garbage, possibly NaN)
+    // and write what it computed into the scratch K/V rows 0 and 1; a masked score is -inf + q.k,
+    // so a NaN left there makes every later step's logits NaN. That fits the empty full-KV outputs
+    // once seen in the grid on a GPU (first token right, then 127 <unk>).
     at::cuda::CUDAEvent queued;
     queued.record(c10::cuda::getCurrentCUDAStream(dev.index()));
     queued.block(stream);
     {
       c10::cuda::CUDAStreamGuard guard(stream);
       for (int i = 0; i < 2; ++i) I.body();
+      // The warm-up's rows go: the replays start from zeroed scratch K/V, whatever it computed.
+      for (size_t l = 0; l < I.new_k.size(); ++l) {
+        I.new_k[l].zero_();
+        I.new_v[l].zero_();
+      }
       stream.synchronize();
       I.step_idx.zero_();
       I.graph = std::make_unique<at::cuda::CUDAGraph>();
