@@ -169,18 +169,26 @@ int main(int argc, char** argv) {
       go.max_batch = 32;
       run_sample(*model, *tok, data[0], variants, go);  // warm up
       bool same = true;
+      // Phase times (each boundary waits for the device: a few waits per variant).
+      auto phases = [](const GridTimes& t) {
+        return json{{"prefill_s", t.prefill_s}, {"select_s", t.select_s}, {"decode_s", t.decode_s},
+                    {"decode_groups", t.decode_groups}, {"samples", t.samples}};
+      };
       auto run = [&](bool alone) {
+        GridTimes times;
+        GridOptions o = go;
+        o.times = &times;
         reset_peak();
         gpu_sync();
         const double t0 = now_s();
         std::vector<std::vector<VariantOutput>> outs;
-        for (auto& s : data) outs.push_back(run_sample(*model, *tok, s, variants, go, alone));
+        for (auto& s : data) outs.push_back(run_sample(*model, *tok, s, variants, o, alone));
         gpu_sync();
         const double dt = now_s() - t0;
-        return std::make_tuple(dt, peak_gib(), outs);
+        return std::make_tuple(dt, peak_gib(), outs, phases(times));
       };
-      auto [tg, pg, og] = run(false);
-      auto [ta, pa, oa] = run(true);
+      auto [tg, pg, og, phg] = run(false);
+      auto [ta, pa, oa, pha] = run(true);
       int64_t new_tokens = 0;
       for (size_t i = 0; i < og.size(); ++i)
         for (size_t j = 0; j < og[i].size(); ++j) {
@@ -199,6 +207,8 @@ int main(int argc, char** argv) {
                      {"per_variant_samples_per_second", data.size() / ta},
                      {"per_variant_peak_gib", pa},
                      {"speedup", ta / tg},
+                     {"grid_phases", phg},
+                     {"per_variant_phases", pha},
                      {"identical_tokens", same}};
       std::cerr << "grid: " << res["grid"].dump() << "\n";
     } else {

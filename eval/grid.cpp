@@ -1,6 +1,7 @@
 #include "eval/grid.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "kv/compress.h"
 #include "kv/scoring.h"
@@ -88,21 +89,33 @@ struct Prepared {
   VariantOutput out;
 };
 
+// Now, after the device has finished the work queued so far (only when times are measured).
+double lap(const GridOptions& opt, const torch::Device& dev) {
+  if (opt.times == nullptr) return 0;
+  if (dev.is_cuda()) torch::cuda::synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 // Compresses the prompt for one variant and measures what it kept.
 Prepared prepare_variant(const PromptState& st, const GridVariant& v, const GridOptions& opt, int64_t answer_tokens) {
   Prepared p;
+  const torch::Device dev = st.model->device();
+  const double t0 = lap(opt, dev);
   Selection sel = v.impl->select(st, v.budget);
   p.cache = apply_selection(*st.cache, sel);
   p.out.method = v.method;
   p.out.budget = v.budget_label;
   p.out.kept_mean = p.cache.kept_counts().to(torch::kFloat64).mean().item<double>();
   p.out.cache_bytes = p.cache.bytes_in_use();
+  const double t1 = lap(opt, dev);
+  if (opt.times) opt.times->select_s += t1 - t0;
   if (opt.hit_rate && v.method != "oracle") {
     const int64_t keep = std::min<int64_t>(st.n_ctx, v.budget.tokens(st.n_ctx));
     const DecodeTrace& tr = oracle_trace(st, answer_tokens);
     Selection ref;
     for (auto& sums : tr.attn_sum) ref.idx.push_back(select_topk(reduce_groups(sums, st.cache->n_kv_heads(), "mean"), keep, 0, 0));
     p.out.hit_rate = hit_rate(sel, ref, st.n_ctx, st.model->config().n_heads).overall;
+    if (opt.times) opt.times->hit_rate_s += lap(opt, dev) - t1;
   }
   return p;
 }
@@ -167,20 +180,34 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
     // One variant at a time, the way single-method tools run (a prefill each, capturing only what
     // that method needs): the reference the grid is checked and timed against.
     for (auto& v : variants) {
+      const double t0 = lap(opt, model.device());
       KVCache cache = model.new_cache(1);
       PromptState st = prefill_state(cache, v.impl->needs());
+      if (opt.times) opt.times->prefill_s += lap(opt, model.device()) - t0;
       Prepared p = prepare_variant(st, v, opt, answer_tokens);
       std::vector<Prepared*> g = {&p};
+      const double t1 = lap(opt, model.device());
       decode_group(model, tok, g, tail, st.last_logits, go);
+      if (opt.times) {
+        opt.times->decode_s += lap(opt, model.device()) - t1;
+        ++opt.times->decode_groups;
+      }
       outs.push_back(p.out);
     }
+    if (opt.times) ++opt.times->samples;
     return outs;
   }
+  const double t0 = lap(opt, model.device());
   KVCache cache = model.new_cache(1);
   PromptState st = prefill_state(cache, needs);
+  if (opt.times) {
+    opt.times->prefill_s += lap(opt, model.device()) - t0;
+    ++opt.times->samples;
+  }
   std::vector<Prepared> prepared;
   prepared.reserve(variants.size());
   for (auto& v : variants) prepared.push_back(prepare_variant(st, v, opt, answer_tokens));
+  const double t1 = lap(opt, model.device());
   // Batch variants of similar cache length together so that padding stays small: large caches
   // (>= half the prompt, e.g. full) decode on their own.
   std::vector<Prepared*> small, large;
@@ -192,6 +219,10 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
   for (size_t i = 0; i < small.size(); i += opt.max_batch) {
     std::vector<Prepared*> g(small.begin() + i, small.begin() + std::min(small.size(), i + opt.max_batch));
     decode_group(model, tok, g, tail, st.last_logits, go);
+  }
+  if (opt.times) {
+    opt.times->decode_s += lap(opt, model.device()) - t1;
+    opt.times->decode_groups += static_cast<int64_t>(large.size() + (small.size() + opt.max_batch - 1) / opt.max_batch);
   }
   for (auto& p : prepared) outs.push_back(p.out);
   return outs;

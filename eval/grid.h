@@ -23,6 +23,16 @@ struct GridVariant {
   std::shared_ptr<Method> impl;
 };
 
+// Wall time per phase of run_sample, summed over the calls that were given it. Each phase boundary
+// waits for the device, so pass it only when measuring (bench/pipeline.cpp --mode grid).
+struct GridTimes {
+  double prefill_s = 0;   // the prompt's prefill with everything the methods capture (H2O's sums, windows)
+  double select_s = 0;    // scoring, selection and gathering the compressed caches
+  double hit_rate_s = 0;  // the oracle's decode and the hit rates (GridOptions::hit_rate)
+  double decode_s = 0;    // batching the caches and greedy decoding
+  int64_t samples = 0, decode_groups = 0;
+};
+
 struct GridOptions {
   std::string protocol = "paper";  // paper: whole prompt compressed; kvpress: context only, question after;
                                    // question-first: the question before the context, all compressed
@@ -30,6 +40,7 @@ struct GridOptions {
   bool hit_rate = true;            // critical-KV hit rate of each variant vs the oracle at its budget
   int64_t chunk = 4096;
   int64_t max_batch = 16;          // variants decoded together at most
+  GridTimes* times = nullptr;      // where to add phase times (none: no extra device waits)
 };
 
 struct VariantOutput {

@@ -54,6 +54,36 @@ TEST(Grid, OnePrefillEqualsVariantsRunAlone) {
   }
 }
 
+// Phase times are added up when asked for, and asking changes no output.
+TEST(Grid, PhaseTimesAddUpWithoutChangingOutputs) {
+  if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
+  auto model = LlamaModel::load(testbed(), torch::kCPU, torch::kFloat32);
+  auto tok = Tokenizer::load(testbed());
+  auto samples = ruler_samples(*tok, "niah_single_1", 500, 1);
+  auto variants = make_grid({"full", "snapkv"}, {"64"}, {{"snapkv", {{"window", 16}}}});
+  GridOptions plain;
+  auto want = run_sample(*model, *tok, samples[0], variants, plain, false);
+  GridTimes t;
+  GridOptions timed;
+  timed.times = &t;
+  auto got = run_sample(*model, *tok, samples[0], variants, timed, false);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].tokens, want[i].tokens);
+  EXPECT_EQ(t.samples, 1);
+  EXPECT_EQ(t.decode_groups, 2);  // full on its own, snapkv@64 in the batch of small caches
+  EXPECT_GT(t.prefill_s, 0);
+  EXPECT_GT(t.select_s, 0);
+  EXPECT_GT(t.hit_rate_s, 0);
+  EXPECT_GT(t.decode_s, 0);
+  GridTimes a;
+  timed.times = &a;
+  run_sample(*model, *tok, samples[0], variants, timed, true);  // one variant at a time
+  EXPECT_EQ(a.samples, 1);
+  EXPECT_EQ(a.decode_groups, 2);
+  EXPECT_GT(a.prefill_s, 0);
+  EXPECT_GT(a.decode_s, 0);
+}
+
 TEST(Grid, KvpressProtocolCompressesOnlyTheContext) {
   if (!fs::exists(testbed() + "/model.safetensors")) GTEST_SKIP() << "testbed weights missing";
   auto tok = Tokenizer::load(testbed());
