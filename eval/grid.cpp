@@ -120,30 +120,42 @@ Prepared prepare_variant(const PromptState& st, const GridVariant& v, const Grid
   return p;
 }
 
-// Decodes a group of variants as one batch: appends the uncompressed tail (kvpress protocol)
-// then greedy decoding.
-void decode_group(const LlamaModel& model, const Tokenizer& tok, std::vector<Prepared*>& group,
-                  const std::vector<int64_t>& tail, const torch::Tensor& last_logits, const GenerateOptions& go) {
-  std::vector<const KVCache*> caches;
-  for (auto* p : group) caches.push_back(&p->cache);
-  KVCache batch = caches.size() == 1 ? group[0]->cache.clone() : KVCache::cat_batch(caches);
-  const int64_t B = batch.batch();
-  torch::Tensor logits;
-  if (tail.empty()) {
-    logits = last_logits.expand({B, last_logits.size(1)});
-  } else {
-    auto ids = torch::tensor(tail, torch::kInt64).view({1, -1}).expand({B, static_cast<int64_t>(tail.size())});
-    ForwardOptions fo;
-    fo.chunk = go.chunk;
-    logits = model.forward(ids.contiguous(), batch, fo).select(1, 0);
+// Decodes groups of variants together. Each group's caches form one batch (padded to its longest
+// cache; the kvpress protocol's uncompressed tail is appended to it), and the groups decode as
+// segments of one greedy decode: one graph step reads the weights once for all of them, and each
+// group's rows attend over its own length.
+void decode_groups(const LlamaModel& model, const Tokenizer& tok, const std::vector<std::vector<Prepared*>>& groups,
+                   const std::vector<int64_t>& tail, const torch::Tensor& last_logits, const GenerateOptions& go) {
+  std::vector<KVCache> batches;
+  batches.reserve(groups.size());
+  std::vector<torch::Tensor> logits;
+  for (auto& group : groups) {
+    std::vector<const KVCache*> caches;
+    for (auto* p : group) caches.push_back(&p->cache);
+    batches.push_back(caches.size() == 1 ? group[0]->cache.clone() : KVCache::cat_batch(caches));
+    KVCache& batch = batches.back();
+    const int64_t B = batch.batch();
+    if (tail.empty()) {
+      logits.push_back(last_logits.expand({B, last_logits.size(1)}));
+    } else {
+      auto ids = torch::tensor(tail, torch::kInt64).view({1, -1}).expand({B, static_cast<int64_t>(tail.size())});
+      ForwardOptions fo;
+      fo.chunk = go.chunk;
+      logits.push_back(model.forward(ids.contiguous(), batch, fo).select(1, 0));
+    }
   }
-  auto r = decode_greedy(model, batch, logits, go);
-  for (int64_t b = 0; b < B; ++b) {
-    auto t = r.tokens[b];
-    if (r.finish[b] == "stop" && !t.empty()) t.pop_back();
-    group[b]->out.tokens = t;
-    group[b]->out.prediction = utf8_lossy(tok.decode(t, true));
-  }
+  std::vector<KVCache*> segments;
+  for (auto& b : batches) segments.push_back(&b);
+  auto r = decode_greedy(model, segments, logits.size() == 1 ? logits[0] : torch::cat(logits, 0), go);
+  size_t row = 0;
+  for (auto& group : groups)
+    for (auto* p : group) {
+      auto t = r.tokens[row];
+      if (r.finish[row] == "stop" && !t.empty()) t.pop_back();
+      p->out.tokens = t;
+      p->out.prediction = utf8_lossy(tok.decode(t, true));
+      ++row;
+    }
 }
 
 }  // namespace
@@ -185,9 +197,8 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
       PromptState st = prefill_state(cache, v.impl->needs());
       if (opt.times) opt.times->prefill_s += lap(opt, model.device()) - t0;
       Prepared p = prepare_variant(st, v, opt, answer_tokens);
-      std::vector<Prepared*> g = {&p};
       const double t1 = lap(opt, model.device());
-      decode_group(model, tok, g, tail, st.last_logits, go);
+      decode_groups(model, tok, {{&p}}, tail, st.last_logits, go);
       if (opt.times) {
         opt.times->decode_s += lap(opt, model.device()) - t1;
         ++opt.times->decode_groups;
@@ -212,17 +223,26 @@ std::vector<VariantOutput> run_sample(const LlamaModel& model, const Tokenizer& 
   // (>= half the prompt, e.g. full) decode on their own.
   std::vector<Prepared*> small, large;
   for (auto& p : prepared) (p.cache.len(0) * 2 >= st.n_ctx ? large : small).push_back(&p);
-  for (auto* p : large) {
-    std::vector<Prepared*> g = {p};
-    decode_group(model, tok, g, tail, st.last_logits, go);
+  std::vector<std::vector<Prepared*>> groups;
+  for (auto* p : large) groups.push_back({p});
+  for (size_t i = 0; i < small.size(); i += opt.max_batch)
+    groups.emplace_back(small.begin() + i, small.begin() + std::min(small.size(), i + opt.max_batch));
+  // The groups decode together, as segments of one batch of at most max_batch rows.
+  std::vector<std::vector<Prepared*>> pack;
+  size_t rows = 0;
+  for (auto& g : groups) {
+    if (!pack.empty() && rows + g.size() > static_cast<size_t>(opt.max_batch)) {
+      decode_groups(model, tok, pack, tail, st.last_logits, go);
+      pack.clear();
+      rows = 0;
+    }
+    pack.push_back(g);
+    rows += g.size();
   }
-  for (size_t i = 0; i < small.size(); i += opt.max_batch) {
-    std::vector<Prepared*> g(small.begin() + i, small.begin() + std::min(small.size(), i + opt.max_batch));
-    decode_group(model, tok, g, tail, st.last_logits, go);
-  }
+  if (!pack.empty()) decode_groups(model, tok, pack, tail, st.last_logits, go);
   if (opt.times) {
     opt.times->decode_s += lap(opt, model.device()) - t1;
-    opt.times->decode_groups += static_cast<int64_t>(large.size() + (small.size() + opt.max_batch - 1) / opt.max_batch);
+    opt.times->decode_groups += static_cast<int64_t>(groups.size());
   }
   for (auto& p : prepared) outs.push_back(p.out);
   return outs;

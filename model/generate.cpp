@@ -48,7 +48,15 @@ torch::Tensor prefill(const LlamaModel& model, const std::vector<std::vector<int
 
 GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Tensor next_logits,
                              const GenerateOptions& opt) {
+  return decode_greedy(model, std::vector<KVCache*>{&cache}, std::move(next_logits), opt);
+}
+
+GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*>& caches, torch::Tensor next_logits,
+                             const GenerateOptions& opt) {
   const int64_t B = next_logits.size(0);
+  int64_t rows = 0;
+  for (auto* c : caches) rows += c->batch();
+  check(rows == B, "decode_greedy: ", B, " rows of logits for caches of ", rows, " rows");
   GenerateResult r;
   r.tokens.assign(B, {});
   r.finish.assign(B, "length");
@@ -56,10 +64,11 @@ GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Ten
   int64_t n_done = 0;
   // On CUDA each step is one replayed CUDA graph (model/graph_decode.h); eager forward() otherwise.
   std::unique_ptr<StaticDecoder> fast;
-  if (opt.static_decode && model.device().is_cuda() && opt.max_new_tokens > 1 &&
-      StaticDecoder::available(model, cache, opt.max_new_tokens - 1)) {
+  bool all_static = opt.static_decode && model.device().is_cuda() && opt.max_new_tokens > 1;
+  for (auto* c : caches) all_static = all_static && StaticDecoder::available(model, *c, opt.max_new_tokens - 1);
+  if (all_static) {
     try {
-      fast = std::make_unique<StaticDecoder>(model, cache, opt.max_new_tokens - 1);
+      fast = std::make_unique<StaticDecoder>(model, caches, opt.max_new_tokens - 1);
     } catch (const std::exception& e) {
       static bool warned = false;
       if (!warned) std::cerr << "warning: CUDA-graph decoding unavailable, decoding eagerly (" << e.what() << ")\n";
@@ -85,7 +94,18 @@ GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Ten
     }
     ForwardOptions fo;
     fo.chunk = opt.chunk;
-    next_logits = model.forward(next.view({B, 1}), cache, fo).select(1, 0);
+    if (caches.size() == 1) {
+      next_logits = model.forward(next.view({B, 1}), *caches[0], fo).select(1, 0);
+      continue;
+    }
+    std::vector<torch::Tensor> parts;
+    int64_t r0 = 0;
+    for (auto* c : caches) {
+      const int64_t b = c->batch();
+      parts.push_back(model.forward(next.narrow(0, r0, b).view({b, 1}), *c, fo).select(1, 0));
+      r0 += b;
+    }
+    next_logits = torch::cat(parts, 0);
   }
   if (fast) fast->commit();
   return r;

@@ -30,6 +30,12 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
 // by the generated tokens.
 GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Tensor next_logits,
                              const GenerateOptions& opt);
+// The same over several caches as one batch (rows in the order of the caches; next_logits holds
+// them all): on CUDA one graph step serves every cache (model/graph_decode.h), each attending over
+// its own length; elsewhere each cache's rows run forward() on their own. Row results equal
+// decoding each cache alone.
+GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*>& caches, torch::Tensor next_logits,
+                             const GenerateOptions& opt);
 
 // Prefill of one batch of prompts into a fresh cache; returns the last-position logits [B, V].
 torch::Tensor prefill(const LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,

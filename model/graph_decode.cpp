@@ -26,8 +26,21 @@ namespace judgeq {
 
 
 struct StaticDecoder::Impl {
+  // One cache of the batch: its rows and the per-layer views the step reads.
+  struct Segment {
+    KVCache* cache = nullptr;
+    int64_t r0 = 0, B = 0;                  // rows r0 .. r0 + B - 1 of the batch
+    std::vector<torch::Tensor> ck, cv;      // per layer cache views [B*Hc, len, D]
+    // Split reduction of probabilities x values over the cache: one [G, len] x [len, D] product
+    // per head runs as a slow batched GEMV on GPUs (one block per head walks all of len), so the
+    // cache's whole buffer (capacity cap, zero past len) is cut into nc chunks of c rows:
+    // [B*Hc*nc, G, c] x [B*Hc*nc, c, D], summed over the chunks. Undefined: one product.
+    std::vector<torch::Tensor> cv_chunks;   // per layer [B*Hc*nc, c, D] views of the buffer
+    std::vector<torch::Tensor> p_pad;       // per layer [B*Hc, G, cap] probabilities, zero past len
+    std::vector<torch::Tensor> cmask;       // per layer additive [B*Hc, 1, len], or undefined
+  };
   const LlamaModel& model;
-  KVCache& cache;
+  std::vector<Segment> segs;
   int64_t B = 0, H = 0, Hkv = 0, Hc = 0, G = 0, D = 0, max_steps = 0, n_steps = 0;
   double scale = 1.0;
   std::vector<int64_t> base_pos;
@@ -40,21 +53,13 @@ struct StaticDecoder::Impl {
   torch::Tensor cos_tab, ssin_tab;          // [B, max_steps, D] model dtype; sin with its first half negated
   torch::Tensor zero1;                      // [1, 1, 1]: the additive mask of a cache without one
   std::vector<torch::Tensor> new_k, new_v;  // per layer [B, Hc, max_steps, D]
-  std::vector<torch::Tensor> ck, cv;        // per layer cache views [B*Hc, len, D]
-  // Split reduction of probabilities x values over the cache: one [G, len] x [len, D] product per
-  // head runs as a slow batched GEMV on GPUs (one block per head walks all of len), so the
-  // cache's whole buffer (capacity cap, zero past len) is cut into nc chunks of c rows:
-  // [B*Hc*nc, G, c] x [B*Hc*nc, c, D], summed over the chunks. Undefined: one product.
-  std::vector<torch::Tensor> cv_chunks;     // per layer [B*Hc*nc, c, D] views of the buffer
-  std::vector<torch::Tensor> p_pad;         // per layer [B*Hc, G, cap] probabilities, zero past len
-  std::vector<torch::Tensor> cmask;         // per layer additive [B*Hc, 1, len] float32, or undefined
   torch::Tensor logits;                     // [B, V] float32 (output of the last step)
   bool use_graph = false;
 #if JUDGEQ_HAVE_CUDA_GRAPHS
   std::unique_ptr<at::cuda::CUDAGraph> graph;
 #endif
 
-  Impl(const LlamaModel& m, KVCache& c, int64_t steps) : model(m), cache(c), max_steps(steps) {}
+  Impl(const LlamaModel& m, int64_t steps) : model(m), max_steps(steps) {}
 
   // One decoding step on the static buffers; every op has fixed shapes and no host sync. About 20
   // kernels per layer: RMSNorm fused where LibTorch has it; RoPE on queries and keys at once
@@ -87,23 +92,32 @@ struct StaticDecoder::Impl {
       }
       new_k[l].index_copy_(2, step_idx, k);
       new_v[l].index_copy_(2, step_idx, v);
-      // Grouped attention without repeat_kv: [B*Hc, G, D] queries against each head's keys.
-      auto qg = q.reshape({B * Hc, G, D});
-      auto nk = new_k[l].view({B * Hc, max_steps, D}), nv = new_v[l].view({B * Hc, max_steps, D});
-      auto s1 = torch::baddbmm(cmask[l].defined() ? cmask[l] : zero1, qg, ck[l].transpose(1, 2), 1.0, scale);
-      auto s2 = torch::baddbmm(new_mask, qg, nk.transpose(1, 2), 1.0, scale);
-      const int64_t len = ck[l].size(1);
-      auto p = torch::softmax(torch::cat({s1, s2}, -1), -1);
-      torch::Tensor pv;  // [B*Hc, G, D]: the cache's share of the attention output
-      if (cv_chunks[l].defined()) {
-        const int64_t c = cv_chunks[l].size(1), nc = cv_chunks[l].size(0) / (B * Hc);
-        p_pad[l].narrow(-1, 0, len).copy_(p.narrow(-1, 0, len));
-        auto pc = p_pad[l].view({B * Hc, G, nc, c}).transpose(1, 2).reshape({B * Hc * nc, G, c});
-        pv = torch::bmm(pc, cv_chunks[l]).view({B * Hc, nc, G, D}).sum(1);
-      } else {
-        pv = torch::bmm(p.narrow(-1, 0, len), cv[l]);
+      // Grouped attention without repeat_kv: [B*Hc, G, D] queries against each head's keys, one
+      // segment (cache) of rows at a time, each over its own length.
+      auto qg_all = q.reshape({B * Hc, G, D});
+      auto nk_all = new_k[l].view({B * Hc, max_steps, D}), nv_all = new_v[l].view({B * Hc, max_steps, D});
+      std::vector<torch::Tensor> parts;
+      for (auto& S : segs) {
+        const bool whole = segs.size() == 1;
+        auto qg = whole ? qg_all : qg_all.narrow(0, S.r0 * Hc, S.B * Hc);
+        auto nk = whole ? nk_all : nk_all.narrow(0, S.r0 * Hc, S.B * Hc);
+        auto nv = whole ? nv_all : nv_all.narrow(0, S.r0 * Hc, S.B * Hc);
+        auto s1 = torch::baddbmm(S.cmask[l].defined() ? S.cmask[l] : zero1, qg, S.ck[l].transpose(1, 2), 1.0, scale);
+        auto s2 = torch::baddbmm(new_mask, qg, nk.transpose(1, 2), 1.0, scale);
+        const int64_t len = S.ck[l].size(1);
+        auto p = torch::softmax(torch::cat({s1, s2}, -1), -1);
+        torch::Tensor pv;  // [B*Hc, G, D]: the cache's share of the attention output
+        if (S.cv_chunks[l].defined()) {
+          const int64_t c = S.cv_chunks[l].size(1), nc = S.cv_chunks[l].size(0) / (S.B * Hc);
+          S.p_pad[l].narrow(-1, 0, len).copy_(p.narrow(-1, 0, len));
+          auto pc = S.p_pad[l].view({S.B * Hc, G, nc, c}).transpose(1, 2).reshape({S.B * Hc * nc, G, c});
+          pv = torch::bmm(pc, S.cv_chunks[l]).view({S.B * Hc, nc, G, D}).sum(1);
+        } else {
+          pv = torch::bmm(p.narrow(-1, 0, len), S.cv[l]);
+        }
+        parts.push_back(torch::baddbmm(pv, p.narrow(-1, len, max_steps), nv));
       }
-      auto a = torch::baddbmm(pv, p.narrow(-1, len, max_steps), nv);
+      auto a = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
       h = torch::addmm(h, a.view({B, H * D}), W[1].t());
       auto gu = torch::linear(fast_rms_norm(h, W[5], eps), W[2]).chunk(2, -1);
       h = torch::addmm(h, torch::silu(gu[0]).mul_(gu[1]), W[3].t());
@@ -128,18 +142,33 @@ bool StaticDecoder::available(const LlamaModel& model, const KVCache& cache, int
 }
 
 StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t max_steps, bool use_graph)
-    : impl_(std::make_unique<Impl>(model, cache, max_steps)) {
-  check(available(model, cache, max_steps), "static decoding needs a non-empty cache and no sliding window in reach");
+    : StaticDecoder(model, std::vector<KVCache*>{&cache}, max_steps, use_graph) {}
+
+StaticDecoder::StaticDecoder(const LlamaModel& model, const std::vector<KVCache*>& caches, int64_t max_steps,
+                             bool use_graph)
+    : impl_(std::make_unique<Impl>(model, max_steps)) {
+  check(!caches.empty(), "static decoding needs at least one cache");
   Impl& I = *impl_;
   const ModelConfig& c = model.config();
-  I.B = cache.batch();
   I.H = c.n_heads;
   I.Hkv = c.n_kv_heads;
-  I.Hc = cache.n_kv_heads();
+  I.Hc = caches[0]->n_kv_heads();
   I.G = I.H / I.Hc;
   I.D = c.head_dim;
   I.scale = 1.0 / std::sqrt(static_cast<double>(I.D));
-  I.base_pos = cache.next_positions();
+  for (KVCache* cache : caches) {
+    check(cache != nullptr && available(model, *cache, max_steps),
+          "static decoding needs non-empty caches and no sliding window in reach");
+    check(cache->n_kv_heads() == I.Hc, "static decoding: caches of ", cache->n_kv_heads(), " and ", I.Hc,
+          " heads cannot share a batch");
+    Impl::Segment S;
+    S.cache = cache;
+    S.r0 = I.B;
+    S.B = cache->batch();
+    I.B += S.B;
+    for (auto p : cache->next_positions()) I.base_pos.push_back(p);
+    I.segs.push_back(std::move(S));
+  }
   std::map<std::string, torch::Tensor> w;
   for (auto& [name, t] : model.named_weights()) w[name] = t;
   I.embed = w.at("embed");
@@ -167,41 +196,47 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t ma
   for (int64_t l = 0; l < c.n_layers; ++l) {
     I.new_k.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
     I.new_v.push_back(torch::zeros({I.B, I.Hc, max_steps, I.D}, fopt));
-    const int64_t len = cache.len(l);
-    {
-      // A long cache in an exact-size buffer (a clone, a gather) moves once into a buffer of a
-      // multiple of 256 rows, so that the reduction below can be split into chunks.
+  }
+  for (auto& S : I.segs) {
+    KVCache& cache = *S.cache;
+    const int64_t Bs = S.B;
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const int64_t len = cache.len(l);
+      {
+        // A long cache in an exact-size buffer (a clone, a gather) moves once into a buffer of a
+        // multiple of 256 rows, so that the reduction below can be split into chunks.
+        auto vv = cache.values(l);
+        const bool rows = vv.stride(3) == 1 && vv.stride(2) == I.D;
+        if (len >= 2048 && rows && (vv.stride(1) / I.D) % 256 != 0) cache.reserve(l, (len + 255) / 256 * 256, true);
+      }
+      // Views of the cache buffers (no copy: [B, Hc] merge into one batch dimension).
+      S.ck.push_back(cache.keys(l).reshape({Bs * I.Hc, len, I.D}));
+      S.cv.push_back(cache.values(l).reshape({Bs * I.Hc, len, I.D}));
+      // The split reduction needs the buffer as [B*Hc, cap, D] with one stride per head and a chunk
+      // size c in [16, 1024] dividing cap, with at least 2 chunks.
       auto vv = cache.values(l);
-      const bool rows = vv.stride(3) == 1 && vv.stride(2) == I.D;
-      if (len >= 2048 && rows && (vv.stride(1) / I.D) % 256 != 0) cache.reserve(l, (len + 255) / 256 * 256, true);
+      const int64_t cap = vv.stride(2) == I.D && vv.stride(3) == 1 ? vv.stride(1) / I.D : 0;
+      int64_t ch = 0;
+      const bool uniform = cap > 0 && vv.stride(1) == cap * I.D && vv.stride(0) == I.Hc * cap * I.D;
+      for (int64_t cand = std::min<int64_t>(1024, cap / 2); uniform && cand >= 16 && ch == 0; --cand)
+        if (cap % cand == 0) ch = cand;
+      if (ch > 0 && len >= ch) {
+        auto full = vv.as_strided({Bs * I.Hc, cap, I.D}, {cap * I.D, I.D, 1});
+        if (cap > len) full.narrow(1, len, cap - len).zero_();  // unused capacity: weight 0 must not meet NaN
+        S.cv_chunks.push_back(full.view({Bs * I.Hc * (cap / ch), ch, I.D}));
+        S.p_pad.push_back(torch::zeros({Bs * I.Hc, I.G, cap}, fopt));
+      } else {
+        S.cv_chunks.push_back(torch::Tensor());
+        S.p_pad.push_back(torch::Tensor());
+      }
+      auto valid = cache.valid(l);
+      if (valid.defined())
+        S.cmask.push_back(torch::zeros({Bs * I.Hc, 1, len}, fopt)
+                              .masked_fill(valid.reshape({Bs * I.Hc, 1, len}).logical_not(),
+                                           -std::numeric_limits<float>::infinity()));
+      else
+        S.cmask.push_back(torch::Tensor());
     }
-    // Views of the cache buffers (no copy: [B, Hc] merge into one batch dimension).
-    I.ck.push_back(cache.keys(l).reshape({I.B * I.Hc, len, I.D}));
-    I.cv.push_back(cache.values(l).reshape({I.B * I.Hc, len, I.D}));
-    // The split reduction needs the buffer as [B*Hc, cap, D] with one stride per head and a chunk
-    // size c in [16, 1024] dividing cap, with at least 2 chunks.
-    auto vv = cache.values(l);
-    const int64_t cap = vv.stride(2) == I.D && vv.stride(3) == 1 ? vv.stride(1) / I.D : 0;
-    int64_t c = 0;
-    const bool uniform = cap > 0 && vv.stride(1) == cap * I.D && vv.stride(0) == I.Hc * cap * I.D;
-    for (int64_t cand = std::min<int64_t>(1024, cap / 2); uniform && cand >= 16 && c == 0; --cand)
-      if (cap % cand == 0) c = cand;
-    if (c > 0 && len >= c) {
-      auto full = vv.as_strided({I.B * I.Hc, cap, I.D}, {cap * I.D, I.D, 1});
-      if (cap > len) full.narrow(1, len, cap - len).zero_();  // unused capacity: weight 0 must not meet NaN
-      I.cv_chunks.push_back(full.view({I.B * I.Hc * (cap / c), c, I.D}));
-      I.p_pad.push_back(torch::zeros({I.B * I.Hc, I.G, cap}, fopt));
-    } else {
-      I.cv_chunks.push_back(torch::Tensor());
-      I.p_pad.push_back(torch::Tensor());
-    }
-    auto valid = cache.valid(l);
-    if (valid.defined())
-      I.cmask.push_back(torch::zeros({I.B * I.Hc, 1, len}, fopt)
-                            .masked_fill(valid.reshape({I.B * I.Hc, 1, len}).logical_not(),
-                                         -std::numeric_limits<float>::infinity()));
-    else
-      I.cmask.push_back(torch::Tensor());
   }
 #if JUDGEQ_HAVE_CUDA_GRAPHS
   I.use_graph = use_graph && dev.is_cuda();
@@ -265,17 +300,22 @@ void StaticDecoder::commit() {
   Impl& I = *impl_;
   const int64_t n = I.n_steps;
   if (n == 0) return;
-  auto pos = torch::tensor(I.base_pos, torch::kInt64).view({I.B, 1}) + torch::arange(n, torch::kInt64).view({1, n});
-  for (int64_t l = 0; l < I.cache.n_layers(); ++l) {
-    I.cache.append(l, I.new_k[l].narrow(2, 0, n), I.new_v[l].narrow(2, 0, n), pos);
-    // The cache may have moved its buffers: views taken before are stale now.
-    I.ck[l] = torch::Tensor();
-    I.cv[l] = torch::Tensor();
-    I.cv_chunks[l] = torch::Tensor();
+  for (auto& S : I.segs) {
+    std::vector<int64_t> base(I.base_pos.begin() + S.r0, I.base_pos.begin() + S.r0 + S.B);
+    auto pos = torch::tensor(base, torch::kInt64).view({S.B, 1}) + torch::arange(n, torch::kInt64).view({1, n});
+    const bool whole = I.segs.size() == 1;
+    for (int64_t l = 0; l < S.cache->n_layers(); ++l) {
+      auto nk = I.new_k[l].narrow(2, 0, n), nv = I.new_v[l].narrow(2, 0, n);
+      if (!whole) nk = nk.narrow(0, S.r0, S.B), nv = nv.narrow(0, S.r0, S.B);
+      S.cache->append(l, nk, nv, pos);
+      // The cache may have moved its buffers: views taken before are stale now.
+      S.ck[l] = torch::Tensor();
+      S.cv[l] = torch::Tensor();
+      S.cv_chunks[l] = torch::Tensor();
+    }
+    for (auto& p : base) p += n;
+    S.cache->set_next_positions(base);
   }
-  auto next = I.base_pos;
-  for (auto& p : next) p += n;
-  I.cache.set_next_positions(next);
   I.n_steps = I.max_steps;  // no more steps after a commit
 }
 

@@ -26,6 +26,11 @@ class StaticDecoder {
   // use_graph: capture the step as a CUDA graph (CUDA builds and CUDA tensors only; otherwise
   // the step runs eagerly).
   StaticDecoder(const LlamaModel& model, KVCache& cache, int64_t max_steps, bool use_graph = true);
+  // Several caches decoded as one batch (rows in the order of the caches): the weights are read
+  // once per step for all of them, and each cache's rows attend over its own length, without
+  // padding to the longest. Each cache must be available() on its own.
+  StaticDecoder(const LlamaModel& model, const std::vector<KVCache*>& caches, int64_t max_steps,
+                bool use_graph = true);
   ~StaticDecoder();
   StaticDecoder(const StaticDecoder&) = delete;
   StaticDecoder& operator=(const StaticDecoder&) = delete;
@@ -35,7 +40,7 @@ class StaticDecoder {
   torch::Tensor step(const torch::Tensor& tokens);
   int64_t steps() const;
   bool graphed() const;
-  // Appends the fed tokens' keys and values to the cache and advances its positions.
+  // Appends the fed tokens' keys and values to the cache(s) and advances their positions.
   void commit();
 
  private:

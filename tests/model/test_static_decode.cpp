@@ -138,6 +138,56 @@ TEST(StaticDecode, EqualsForwardOnAnEvictedCacheWithPerLayerLengths) {
   expect_same_as_forward(*m, cache, logits, 6);
 }
 
+// Several caches as segments of one batch (a plain one, a ragged batch of two, one evicted to
+// different lengths per layer): every row's logits equal token-by-token forward() on its own
+// cache, and commit() leaves each cache as forward() does.
+TEST(StaticDecode, SegmentsOfDifferentLengthsEqualForwardOnEach) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  const int64_t V = m->config().vocab_size;
+  auto plain = m->new_cache(1);
+  auto l_plain = prefill(*m, {ids(37, V, 1)}, plain);
+  auto ragged = m->new_cache(2);
+  auto l_ragged = prefill(*m, {ids(30, V, 2), ids(13, V, 3)}, ragged);
+  auto evicted = m->new_cache(1);
+  auto l_evicted = prefill(*m, {ids(40, V, 4)}, evicted);
+  for (int64_t l = 0; l < m->config().n_layers; ++l) {
+    torch::manual_seed(200 + l);
+    std::vector<torch::Tensor> heads;
+    for (int64_t h = 0; h < evicted.n_kv_heads(); ++h)
+      heads.push_back(std::get<0>(torch::randperm(40, torch::kInt64).narrow(0, 0, 12 + 3 * l).sort()));
+    evicted.gather(l, torch::stack(heads).unsqueeze(0));
+  }
+  std::vector<KVCache> ref = {plain.clone(), ragged.clone(), evicted.clone()};
+  std::vector<KVCache> seg = {plain.clone(), ragged.clone(), evicted.clone()};
+  const int64_t steps = 6;
+  StaticDecoder dec(*m, std::vector<KVCache*>{&seg[0], &seg[1], &seg[2]}, steps, /*use_graph=*/false);
+  std::vector<torch::Tensor> la = {l_plain, l_ragged, l_evicted};
+  auto lb = torch::cat(la, 0);
+  for (int64_t s = 0; s < steps; ++s) {
+    auto tok = lb.argmax(-1);  // [4]
+    int64_t r0 = 0;
+    std::vector<torch::Tensor> next;
+    for (size_t g = 0; g < ref.size(); ++g) {
+      const int64_t b = ref[g].batch();
+      next.push_back(m->forward(tok.narrow(0, r0, b).view({b, 1}), ref[g]).select(1, 0));
+      r0 += b;
+    }
+    lb = dec.step(tok).clone();
+    EXPECT_LT((torch::cat(next, 0) - lb).abs().max().item<double>(), 2e-5) << "step " << s;
+  }
+  dec.commit();
+  for (size_t g = 0; g < ref.size(); ++g) {
+    EXPECT_EQ(ref[g].next_positions(), seg[g].next_positions()) << "cache " << g;
+    for (int64_t l = 0; l < m->config().n_layers; ++l) {
+      ASSERT_EQ(ref[g].len(l), seg[g].len(l));
+      EXPECT_LT((ref[g].keys(l) - seg[g].keys(l)).abs().max().item<double>(), 1e-5);
+      EXPECT_LT((ref[g].values(l) - seg[g].values(l)).abs().max().item<double>(), 1e-5);
+      EXPECT_TRUE(torch::equal(ref[g].positions(l), seg[g].positions(l)));
+    }
+  }
+}
+
 TEST(StaticDecode, GreedyGenerationUsesItOnlyWhereAsked) {
   // On CPU decode_greedy stays eager; the option exists and both settings agree.
   torch::NoGradGuard ng;
