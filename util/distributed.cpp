@@ -261,6 +261,11 @@ void store_all_reduce(Dist::Impl& im, int rank, int world, torch::Tensor& t, boo
     acc = r == 0 ? x : max ? torch::maximum(acc, x) : acc + x;
   }
   t.copy_(acc);
+  // The last rank to finish reading removes the keys, so a long run does not fill the store.
+  if (im.store->add(key + "read", 1) == world) {
+    for (auto& k : keys) im.store->deleteKey(k);
+    im.store->deleteKey(key + "read");
+  }
 }
 
 void all_reduce(const Dist::Impl& im, torch::Tensor& t, c10d::ReduceOp op) {
@@ -313,6 +318,11 @@ void Dist::broadcast(torch::Tensor& t, int root) const {
       impl_->store->wait({key}, impl_->barrier_timeout);
       auto b = impl_->store->get(key);
       t.copy_(tensor_from_bytes(b, t));
+    }
+    // Every rank counts itself once done (the root once it has posted); the last removes the keys.
+    if (impl_->store->add(key + "/done", 1) == world) {
+      impl_->store->deleteKey(key);
+      impl_->store->deleteKey(key + "/done");
     }
     return;
   }
