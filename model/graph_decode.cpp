@@ -98,10 +98,9 @@ struct StaticDecoder::Impl {
       auto nk_all = new_k[l].view({B * Hc, max_steps, D}), nv_all = new_v[l].view({B * Hc, max_steps, D});
       std::vector<torch::Tensor> parts;
       for (auto& S : segs) {
-        const bool whole = segs.size() == 1;
-        auto qg = whole ? qg_all : qg_all.narrow(0, S.r0 * Hc, S.B * Hc);
-        auto nk = whole ? nk_all : nk_all.narrow(0, S.r0 * Hc, S.B * Hc);
-        auto nv = whole ? nv_all : nv_all.narrow(0, S.r0 * Hc, S.B * Hc);
+        auto qg = qg_all.narrow(0, S.r0 * Hc, S.B * Hc);
+        auto nk = nk_all.narrow(0, S.r0 * Hc, S.B * Hc);
+        auto nv = nv_all.narrow(0, S.r0 * Hc, S.B * Hc);
         auto s1 = torch::baddbmm(S.cmask[l].defined() ? S.cmask[l] : zero1, qg, S.ck[l].transpose(1, 2), 1.0, scale);
         auto s2 = torch::baddbmm(new_mask, qg, nk.transpose(1, 2), 1.0, scale);
         const int64_t len = S.ck[l].size(1);
@@ -303,11 +302,9 @@ void StaticDecoder::commit() {
   for (auto& S : I.segs) {
     std::vector<int64_t> base(I.base_pos.begin() + S.r0, I.base_pos.begin() + S.r0 + S.B);
     auto pos = torch::tensor(base, torch::kInt64).view({S.B, 1}) + torch::arange(n, torch::kInt64).view({1, n});
-    const bool whole = I.segs.size() == 1;
     for (int64_t l = 0; l < S.cache->n_layers(); ++l) {
-      auto nk = I.new_k[l].narrow(2, 0, n), nv = I.new_v[l].narrow(2, 0, n);
-      if (!whole) nk = nk.narrow(0, S.r0, S.B), nv = nv.narrow(0, S.r0, S.B);
-      S.cache->append(l, nk, nv, pos);
+      S.cache->append(l, I.new_k[l].narrow(0, S.r0, S.B).narrow(2, 0, n), I.new_v[l].narrow(0, S.r0, S.B).narrow(2, 0, n),
+                      pos);
       // The cache may have moved its buffers: views taken before are stale now.
       S.ck[l] = torch::Tensor();
       S.cv[l] = torch::Tensor();

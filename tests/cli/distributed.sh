@@ -191,6 +191,14 @@ assert table(where=gz)[1] == cells, "predictions.jsonl.gz reads differently"
 out = subprocess.run([sys.executable, script, run, "--drop-empty"], capture_output=True, text=True, check=True).stdout
 assert "empty predictions left out: none" in out, out
 assert table("--drop-empty")[1] == cells
+# An empty prediction is left out and counted: the first full-KV line of a copy, emptied.
+emptied = tempfile.mkdtemp()
+lines = open(f"{run}/predictions.jsonl").read().splitlines()
+i = next(n for n, l in enumerate(lines) if json.loads(l)["method"] == "full")
+r = json.loads(lines[i]); r["prediction"] = ""; lines[i] = json.dumps(r)
+open(f"{emptied}/predictions.jsonl", "w").write("\n".join(lines) + "\n")
+out = subprocess.run([sys.executable, script, emptied, "--drop-empty"], capture_output=True, text=True, check=True).stdout
+assert "empty predictions left out: full 1" in out, out
 PY
 python3 "$SUMMARISE" "$TMP/no_such_run" >"$TMP/out" 2>"$TMP/err"
 [ $? -ne 0 ] && [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "^error: cannot summarise" "$TMP/err" \
