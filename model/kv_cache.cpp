@@ -1,5 +1,6 @@
 #include "model/kv_cache.h"
 
+#include "util/compat.h"
 #include "util/error.h"
 
 namespace judgeq {
@@ -85,7 +86,7 @@ void KVCache::gather(int64_t l, const torch::Tensor& idx, const torch::Tensor& k
               "KVCache::gather: idx must be [B, H_kv, K]");
   Layer& L = layers_.at(l);
   const int64_t kk = idx.size(2);
-  auto id = idx.to(device_, torch::kInt64);
+  auto id = compat::to_device(idx, device_, torch::kInt64);
   auto id4 = id.unsqueeze(-1).expand({batch_, n_kv_heads_, kk, head_dim_});
   auto k = keys(l).gather(2, id4);
   auto v = values(l).gather(2, id4);
@@ -94,7 +95,7 @@ void KVCache::gather(int64_t l, const torch::Tensor& idx, const torch::Tensor& k
   auto old_valid = valid(l);
   if (old_valid.defined()) val = old_valid.gather(2, id);
   if (keep_valid.defined()) {
-    auto kv = keep_valid.to(device_, torch::kBool);
+    auto kv = compat::to_device(keep_valid, device_, torch::kBool);
     val = val.defined() ? (val & kv) : kv;
   }
   // One gather per tensor; the new buffers hold exactly the kept entries (no hidden copies).
@@ -108,7 +109,7 @@ void KVCache::gather(int64_t l, const torch::Tensor& idx, const torch::Tensor& k
 void KVCache::restrict(int64_t l, const torch::Tensor& keep) {
   Layer& L = layers_.at(l);
   TORCH_CHECK(keep.dim() == 3 && keep.size(2) == L.len, "KVCache::restrict: keep must be [B, H_kv, T]");
-  auto kv = keep.to(device_, torch::kBool);
+  auto kv = compat::to_device(keep, device_, torch::kBool);
   auto old = valid(l);
   L.valid = (old.defined() ? old.logical_and(kv) : kv).contiguous();
   L.k = keys(l).contiguous();
@@ -140,7 +141,7 @@ KVCache KVCache::clone() const {
 KVCache KVCache::select_batch(const std::vector<int64_t>& rows) const {
   const int64_t n = static_cast<int64_t>(rows.size());
   KVCache c(n_layers(), n, n_kv_heads_, head_dim_, dtype_, device_);
-  auto idx = torch::tensor(rows, torch::kInt64).to(device_);
+  auto idx = compat::to_device(torch::tensor(rows, torch::kInt64), device_, torch::kInt64);
   for (int64_t r = 0; r < n; ++r) c.next_pos_[r] = next_pos_.at(rows[r]);
   for (int64_t l = 0; l < n_layers(); ++l) {
     const Layer& L = layers_[l];

@@ -11,6 +11,11 @@
 
 namespace judgeq {
 
+namespace {
+// Half precision on CUDA takes the fused norm and RoPE; float32 and CPU keep HF's op order.
+bool fused_half(const torch::Tensor& x) { return x.is_cuda() && x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64; }
+}  // namespace
+
 // HF's inverse frequencies, in float32 exactly as transformers computes them.
 torch::Tensor rope_inv_freq(const ModelConfig& c) {
   auto idx = torch::arange(0, c.head_dim, 2, torch::kInt64).to(torch::kFloat32);
@@ -34,6 +39,16 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   auto halves = x.chunk(2, -1);
   return x * cos + torch::cat({-halves[1], halves[0]}, -1) * sin;
+}
+
+torch::Tensor rope_signed_sin(const torch::Tensor& sin) {
+  auto halves = sin.chunk(2, -1);
+  return torch::cat({-halves[0], halves[1]}, -1);
+}
+
+torch::Tensor apply_rope_fused(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed) {
+  auto halves = x.chunk(2, -1);
+  return torch::addcmul(x * cos, torch::cat({halves[1], halves[0]}, -1), sin_signed);
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
@@ -152,7 +167,7 @@ KVCache LlamaModel::new_cache(int64_t batch) const {
 }
 
 torch::Tensor LlamaModel::embed(const torch::Tensor& ids) const {
-  return torch::embedding(embed_, ids.to(device_, torch::kInt64));
+  return torch::embedding(embed_, compat::to_device(ids, device_, torch::kInt64));
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_weights() const {
@@ -166,8 +181,11 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_weights() c
   return out;
 }
 
-// HF LlamaRMSNorm: statistics in float32, scale applied after casting back.
+// HF LlamaRMSNorm: statistics in float32, scale applied after casting back. In half precision on
+// CUDA, LibTorch's fused kernel (one pass over x instead of ~7; it rounds once, within the parity
+// tolerance); float32 keeps HF's exact op order, so float32 results do not depend on the device.
 torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& w) const {
+  if (fused_half(x)) return judgeq::fast_rms_norm(x, w, config_.rms_norm_eps);
   return judgeq::rms_norm(x, w, config_.rms_norm_eps);
 }
 
@@ -245,14 +263,14 @@ torch::Tensor LlamaModel::logits_rows(const torch::Tensor& h, const ForwardOptio
       TORCH_CHECK(rr >= 0 && rr < T, "logit row ", r, " out of range for ", T, " tokens");
       rows.push_back(rr);
     }
-    sel = h.index_select(1, torch::tensor(rows, torch::kInt64).to(h.device()));
+    sel = h.index_select(1, compat::to_device(torch::tensor(rows, torch::kInt64), h.device(), torch::kInt64));
   }
   return torch::linear(rms_norm(sel, norm_), lm_head_).to(torch::kFloat32);
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
-  torch::Tensor h = opt.inputs_embeds.defined() ? opt.inputs_embeds.to(device_, dtype_) : embed(ids);
+  torch::Tensor h = opt.inputs_embeds.defined() ? compat::to_device(opt.inputs_embeds, device_, dtype_) : embed(ids);
   TORCH_CHECK(h.dim() == 3 && h.size(2) == c.hidden_size, "forward: input must be [B, T, hidden]");
   const int64_t B = h.size(0), T = h.size(1), H = c.n_heads, Hkv = c.n_kv_heads, D = c.head_dim;
   TORCH_CHECK(B == cache.batch(), "forward: batch ", B, " does not match the cache's ", cache.batch());
@@ -265,13 +283,15 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
   // The next positions are bookkept on the host: from a host copy when there is one, so that
   // decoding does not wait for the device in the middle of a step.
   const torch::Tensor last_pos_host = pos.device().is_cpu() ? pos.select(1, T - 1).to(torch::kInt64) : torch::Tensor();
-  pos = pos.to(device_, torch::kInt64);
-  torch::Tensor tok_valid = opt.token_valid.defined() ? opt.token_valid.to(device_, torch::kBool) : torch::Tensor();
+  pos = compat::to_device(pos, device_, torch::kInt64);
+  torch::Tensor tok_valid = opt.token_valid.defined() ? compat::to_device(opt.token_valid, device_, torch::kBool) : torch::Tensor();
 
   // cos/sin [B, 1, T, D], float32 then the model dtype, as HF does.
   auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
   auto emb = torch::cat({freqs, freqs}, -1);
   auto cos = emb.cos().to(dtype_).unsqueeze(1), sin = emb.sin().to(dtype_).unsqueeze(1);
+  const bool fused_rope = fused_half(h);
+  if (fused_rope) sin = rope_signed_sin(sin);
   const bool manual = opt.force_manual_attention || !compat::kHaveFusedAttention;
   const int64_t chunk = std::max<int64_t>(1, opt.chunk);
   // Long prompts appended to the cache run in token chunks end to end: the projections write
@@ -293,8 +313,8 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     auto q = parts[0].view({B, n, H, D}).transpose(1, 2);
     auto k = parts[1].view({B, n, Hkv, D}).transpose(1, 2);
     auto v = parts[2].view({B, n, Hkv, D}).transpose(1, 2);
-    q = apply_rope(q, cs, sn);
-    k = apply_rope(k, cs, sn);
+    q = fused_rope ? apply_rope_fused(q, cs, sn) : apply_rope(q, cs, sn);
+    k = fused_rope ? apply_rope_fused(k, cs, sn) : apply_rope(k, cs, sn);
     if (head_layout) {
       // A cache in query-head layout (one entry set per query head, KVCache-Factory style).
       k = k.repeat_interleave(H / Hkv, 1);

@@ -10,6 +10,11 @@ namespace judgeq {
 torch::Tensor rope_inv_freq(const ModelConfig& config);
 // x * cos + rotate_half(x) * sin with HF's rotate-half convention.
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+// The same in three kernels (x * cos, the swapped halves, one fused multiply-add) instead of five,
+// rounding once: sin_signed is sin with its first half negated (rope_signed_sin). Used for half
+// precision on CUDA; float32 keeps HF's exact op order.
+torch::Tensor apply_rope_fused(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed);
+torch::Tensor rope_signed_sin(const torch::Tensor& sin);
 // HF LlamaRMSNorm: statistics in float32, the weight applied after casting back.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 // The same through LibTorch's own rms_norm (one fused kernel on CUDA in recent versions) on CUDA

@@ -979,6 +979,7 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
     const double lr = lr_at(state.step, total, warmup, o);
     auto soft = master.detach().clone().requires_grad_(true);  // [S, hidden] float32 leaf
     double loss_sum = 0;
+    torch::Tensor loss_dev;
     int64_t tokens = 0;
     // The global batch (identical on every rank), then this rank's share of it.
     std::vector<int64_t> batch_ids;
@@ -995,9 +996,12 @@ FitResult fit(const FitOptions& o, const FitHooks& hooks) {
       const TrainSample sample = train.get(id);
       auto loss = sample_loss(*model, sample, soft, lopt);
       (loss / double(o.batch)).backward();
-      loss_sum += loss.item<double>();
+      // Summed on the device: reading it here would make the host wait for this sample's backward
+      // before it could queue the next sample's prefill.
+      loss_dev = loss_dev.defined() ? loss_dev + loss.detach().to(torch::kFloat64) : loss.detach().to(torch::kFloat64);
       tokens += static_cast<int64_t>(sample.prompt.size() + sample.response.size()) + o.soft_tokens;
     }
+    if (loss_dev.defined()) loss_sum = loss_dev.item<double>();
     if (dist.active()) {
       // The global batch: each rank's gradient already holds its samples' sum of loss / batch.
       if (!soft.grad().defined()) soft.mutable_grad() = torch::zeros_like(soft);

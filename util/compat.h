@@ -28,6 +28,16 @@ inline constexpr bool kHaveFusedAttention = JUDGEQ_HAVE_SDPA;
 
 inline std::string torch_version() { return TORCH_VERSION; }
 
+// A host tensor (token ids, positions, masks) moved to `device` without blocking the host: a
+// plain copy from pageable memory synchronises the stream, so the host would wait for all queued
+// GPU work (e.g. a whole prefill) before it could issue the next operator. Through a pinned
+// staging buffer the copy is queued like a kernel (the caching host allocator keeps the buffer
+// until the copy has run).
+inline torch::Tensor to_device(const torch::Tensor& t, torch::Device device, torch::ScalarType dtype) {
+  if (t.device() == device || !device.is_cuda() || !t.device().is_cpu()) return t.to(device, dtype);
+  return t.to(dtype).contiguous().pin_memory().to(device, dtype, /*non_blocking=*/true);
+}
+
 #if JUDGEQ_HAVE_SDPA
 // q [B,H,Tq,D]; k, v [B,H_kv,Tk,D]; mask: bool [.., Tq, Tk] (true = attend) or undefined.
 inline torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor& k,

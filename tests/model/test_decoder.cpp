@@ -5,6 +5,7 @@
 #include "common.h"
 #include "model/generate.h"
 #include "model/llama.h"
+#include "model/rope.h"
 #include "util/safetensors.h"
 
 using namespace judgeq;
@@ -176,6 +177,29 @@ TEST(Decoder, MistralSlidingWindowMasksOldKeys) {
     auto s = b->forward(ids.narrow(1, t, 1), cd);
     EXPECT_LT((s.select(1, 0) - lb.select(1, t)).abs().max().item<double>(), 1e-5);
   }
+}
+
+// The half-precision RoPE (swapped halves times a sign-folded sine, one fused multiply-add) is
+// the rotate-half rotation: equal to HF's form in float64, and within one bf16 rounding in bf16.
+TEST(Decoder, FusedRopeEqualsRotateHalf) {
+  torch::manual_seed(5);
+  auto x = torch::randn({2, 3, 7, 16}, torch::kFloat64);
+  auto ang = torch::randn({2, 1, 7, 8}, torch::kFloat64) * 3;
+  auto emb = torch::cat({ang, ang}, -1);
+  auto cos = emb.cos(), sin = emb.sin();
+  auto ref = apply_rope(x, cos, sin);
+  EXPECT_LT((apply_rope_fused(x, cos, rope_signed_sin(sin)) - ref).abs().max().item<double>(), 1e-12);
+  // The first half is x1 cos - x2 sin, the second x2 cos + x1 sin.
+  auto x1 = x.narrow(-1, 0, 8), x2 = x.narrow(-1, 8, 8), c = cos.narrow(-1, 0, 8), s = sin.narrow(-1, 0, 8);
+  EXPECT_LT((ref.narrow(-1, 0, 8) - (x1 * c - x2 * s)).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((ref.narrow(-1, 8, 8) - (x2 * c + x1 * s)).abs().max().item<double>(), 1e-12);
+  auto xb = x.to(torch::kBFloat16), cb = cos.to(torch::kBFloat16), sb = sin.to(torch::kBFloat16);
+  auto fb = apply_rope_fused(xb, cb, rope_signed_sin(sb)).to(torch::kFloat64);
+  auto exact = apply_rope(xb.to(torch::kFloat64), cb.to(torch::kFloat64), sb.to(torch::kFloat64));
+  // Rounding x*cos to bf16 before the multiply-add bounds the error by a bf16 step of the terms.
+  auto xd = xb.to(torch::kFloat64), rot = torch::cat({xd.narrow(-1, 8, 8), xd.narrow(-1, 0, 8)}, -1);
+  auto terms = xd.abs() * cb.to(torch::kFloat64).abs() + rot.abs() * sb.to(torch::kFloat64).abs();
+  EXPECT_TRUE(((fb - exact).abs() <= terms / 128 + 1e-9).all().item<bool>());
 }
 
 }  // namespace
