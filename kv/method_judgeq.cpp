@@ -56,7 +56,7 @@ class JudgeQ : public Method {
     check(st.n_ctx + S <= m.config().max_position_embeddings, "prompt of ", st.n_ctx, " tokens + ", S,
           " soft tokens exceeds max_position_embeddings ", m.config().max_position_embeddings);
     // The soft tokens' scores do not depend on the budget: one pass per prompt and instance.
-    const auto& scores = memo_layers(st, "judgeq#" + std::to_string(id_) + " " + sc_.key(), [&] {
+    const std::vector<torch::Tensor> scores = memo_layers(st, "judgeq#" + std::to_string(id_) + " " + sc_.key(), [&] {
       SoftScoreProbe probe(sc_, st.n_ctx, st.cache->n_kv_heads());
       ForwardOptions fo;
       fo.inputs_embeds = soft_.unsqueeze(0).expand({B, S, soft_.size(1)});

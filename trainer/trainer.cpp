@@ -400,9 +400,12 @@ torch::Tensor mean_prompt_attention(const torch::Tensor& q, const torch::Tensor&
 class PromptAttentionProbe : public AttentionProbe {
  public:
   PromptAttentionProbe(int64_t T, int64_t n_layers, const LossOptions& opt) : T_(T), opt_(opt), rows_(n_layers) {}
+  // k holds the T prompt keys and then the R new rows' keys; q holds those R rows last (all of q
+  // when the pass ran on the new rows only, its tail when prompt and new rows ran together).
   void on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor&,
                 const torch::Tensor& key_valid) override {
-    rows_.at(layer) = mean_prompt_attention(q, k, key_valid, T_, opt_);
+    const int64_t R = k.size(2) - T_;
+    rows_.at(layer) = mean_prompt_attention(q.size(2) == R ? q : q.narrow(2, q.size(2) - R, R), k, key_valid, T_, opt_);
   }
   std::vector<torch::Tensor> take() { return std::move(rows_); }
 
@@ -437,6 +440,33 @@ std::vector<torch::Tensor> response_attention_target(const LlamaModel& model, KV
   fo.probe = &probe;
   fo.chunk = opt.chunk;
   model.forward(torch::tensor(resp, torch::kInt64).view({1, R}), cache, fo);  // [1, R]
+  return probe.take();
+}
+
+std::vector<torch::Tensor> prefill_with_response_target(const LlamaModel& model, KVCache& cache,
+                                                        const std::vector<int64_t>& prompt,
+                                                        const std::vector<int64_t>& response,
+                                                        const LossOptions& opt) {
+  check_loss_options(opt);
+  check(cache.batch() == 1 && cache.len(0) == 0, "prefill_with_response_target expects an empty cache of batch 1");
+  check(!prompt.empty(), "a training sample has an empty prompt; regenerate the set with judgeq-train prepare");
+  check(!response.empty(), "a training sample has no response tokens; regenerate the set with judgeq-train prepare");
+  std::vector<int64_t> ids = prompt;
+  const int64_t T = static_cast<int64_t>(prompt.size());
+  int64_t R = static_cast<int64_t>(response.size());
+  if (opt.max_response_tokens > 0) R = std::min(R, opt.max_response_tokens);
+  ids.insert(ids.end(), response.begin(), response.begin() + R);
+  torch::NoGradGuard no_grad;
+  PromptAttentionProbe probe(T, model.config().n_layers, opt);
+  ForwardOptions fo;
+  fo.logit_rows = {};
+  fo.probe = &probe;
+  fo.chunk = opt.chunk;
+  model.forward(torch::tensor(ids, torch::kInt64).view({1, T + R}), cache, fo);
+  cache.truncate(T);
+  auto next = cache.next_positions();
+  next[0] -= R;
+  cache.set_next_positions(next);
   return probe.take();
 }
 
@@ -487,16 +517,8 @@ torch::Tensor attention_matching_loss(const std::vector<torch::Tensor>& student,
 
 torch::Tensor sample_loss(const LlamaModel& model, const TrainSample& sample, const torch::Tensor& soft,
                           const LossOptions& opt) {
-  const int64_t T = static_cast<int64_t>(sample.prompt.size());
   KVCache cache = model.new_cache(1);
-  {
-    torch::NoGradGuard no_grad;
-    ForwardOptions fo;
-    fo.logit_rows = {};
-    fo.chunk = opt.chunk;
-    model.forward(torch::tensor(sample.prompt, torch::kInt64).view({1, T}), cache, fo);
-  }
-  auto target = response_attention_target(model, cache, sample.response, opt);
+  auto target = prefill_with_response_target(model, cache, sample.prompt, sample.response, opt);
   auto student = soft_token_attention(model, cache, soft, opt);
   return attention_matching_loss(student, target, opt);
 }

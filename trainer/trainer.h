@@ -79,6 +79,15 @@ std::vector<torch::Tensor> response_attention_target(const LlamaModel& model, KV
                                                      const std::vector<int64_t>& response,
                                                      const LossOptions& opt);
 
+// The same target from one pass: prompt and response prefilled together into the empty `cache`
+// (no autograd), the response rows' attention over the prompt keys read in that pass, then the
+// cache cut back to the prompt (next position T). Saves the separate response forward (its own
+// weight reads and a concatenation of every layer's cache) of response_attention_target.
+std::vector<torch::Tensor> prefill_with_response_target(const LlamaModel& model, KVCache& cache,
+                                                        const std::vector<int64_t>& prompt,
+                                                        const std::vector<int64_t>& response,
+                                                        const LossOptions& opt);
+
 // The student's rows, same shapes as the target: soft [S, hidden] (any float dtype; the graph to
 // it is kept when it requires grad) at positions T..T+S-1 after prompt_cache (batch 1). The cache
 // is left unchanged.

@@ -122,6 +122,22 @@ TEST(TrainerLoss, TargetAndStudentMatchFullSequence) {
       auto target = response_attention_target(*model, cache, s.response, lo);
       auto student = soft_token_attention(*model, cache, soft, lo);
       EXPECT_EQ(cache.len(0), T);  // append = false left the cache alone
+      // One pass over prompt + response gives the same target and leaves the prompt's cache.
+      KVCache c0 = model->new_cache(1);
+      auto target1 = prefill_with_response_target(*model, c0, s.prompt, s.response, lo);
+      EXPECT_EQ(c0.len(0), T);
+      EXPECT_EQ(c0.next_positions(), cache.next_positions());
+      EXPECT_TRUE(torch::allclose(c0.keys(1), cache.keys(1), 1e-12, 1e-12));
+      auto student1 = soft_token_attention(*model, c0, soft, lo);
+      LossOptions chunked = lo;  // the prompt + response pass in token chunks of 4
+      chunked.chunk = 4;
+      KVCache c4 = model->new_cache(1);
+      auto target4 = prefill_with_response_target(*model, c4, s.prompt, s.response, chunked);
+      for (int64_t l = 0; l < c.n_layers; ++l) {
+        EXPECT_TRUE(torch::allclose(target4[l], target[l], 1e-10, 1e-13)) << "chunked one-pass target, layer " << l;
+        EXPECT_TRUE(torch::allclose(target1[l], target[l], 1e-10, 1e-13)) << "one-pass target, layer " << l;
+        EXPECT_TRUE(torch::allclose(student1[l], student[l], 1e-10, 1e-13)) << "student after it, layer " << l;
+      }
 
       std::vector<int64_t> all = s.prompt;
       all.insert(all.end(), s.response.begin(), s.response.end());
