@@ -12,7 +12,7 @@
 namespace judgeq {
 
 namespace {
-// Half precision on CUDA takes the fused norm and RoPE; float32 and CPU keep HF's op order.
+// Half precision on CUDA takes the fused normalisation; float32 and CPU keep HF's op order.
 bool fused_half(const torch::Tensor& x) { return x.is_cuda() && x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kFloat64; }
 }  // namespace
 
@@ -46,15 +46,23 @@ torch::Tensor rope_signed_sin(const torch::Tensor& sin) {
   return torch::cat({-halves[0], halves[1]}, -1);
 }
 
-torch::Tensor apply_rope_fused(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed) {
+torch::Tensor apply_rope_signed(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed) {
   auto halves = x.chunk(2, -1);
-  return torch::addcmul(x * cos, torch::cat({halves[1], halves[0]}, -1), sin_signed);
+  auto out = x * cos;
+  return out.add_(torch::cat({halves[1], halves[0]}, -1) * sin_signed);
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
   auto h = x.to(torch::kFloat32);
   h = h * torch::rsqrt(h.pow(2).mean(-1, true) + eps);
   return w * h.to(x.scalar_type());
+}
+
+torch::Tensor rms_norm_then_weight(const torch::Tensor& x, const torch::Tensor& w, double eps) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  if (x.is_cuda()) return w * at::rms_norm(x, {x.size(-1)}, c10::nullopt, eps);
+#endif
+  return rms_norm(x, w, eps);
 }
 
 torch::Tensor fast_rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
@@ -182,10 +190,11 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_weights() c
 }
 
 // HF LlamaRMSNorm: statistics in float32, scale applied after casting back. In half precision on
-// CUDA, LibTorch's fused kernel (one pass over x instead of ~7; it rounds once, within the parity
-// tolerance); float32 keeps HF's exact op order, so float32 results do not depend on the device.
+// CUDA, the normalisation is LibTorch's fused kernel (one pass over x instead of ~6), rounded to
+// the model dtype and then multiplied by the weight, as HF rounds; float32 keeps HF's exact op
+// order, so float32 results do not depend on the device.
 torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& w) const {
-  if (fused_half(x)) return judgeq::fast_rms_norm(x, w, config_.rms_norm_eps);
+  if (fused_half(x)) return judgeq::rms_norm_then_weight(x, w, config_.rms_norm_eps);
   return judgeq::rms_norm(x, w, config_.rms_norm_eps);
 }
 
@@ -290,8 +299,7 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
   auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
   auto emb = torch::cat({freqs, freqs}, -1);
   auto cos = emb.cos().to(dtype_).unsqueeze(1), sin = emb.sin().to(dtype_).unsqueeze(1);
-  const bool fused_rope = fused_half(h);
-  if (fused_rope) sin = rope_signed_sin(sin);
+  sin = rope_signed_sin(sin);
   const bool manual = opt.force_manual_attention || !compat::kHaveFusedAttention;
   const int64_t chunk = std::max<int64_t>(1, opt.chunk);
   // Long prompts appended to the cache run in token chunks end to end: the projections write
@@ -313,8 +321,8 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     auto q = parts[0].view({B, n, H, D}).transpose(1, 2);
     auto k = parts[1].view({B, n, Hkv, D}).transpose(1, 2);
     auto v = parts[2].view({B, n, Hkv, D}).transpose(1, 2);
-    q = fused_rope ? apply_rope_fused(q, cs, sn) : apply_rope(q, cs, sn);
-    k = fused_rope ? apply_rope_fused(k, cs, sn) : apply_rope(k, cs, sn);
+    q = apply_rope_signed(q, cs, sn);
+    k = apply_rope_signed(k, cs, sn);
     if (head_layout) {
       // A cache in query-head layout (one entry set per query head, KVCache-Factory style).
       k = k.repeat_interleave(H / Hkv, 1);

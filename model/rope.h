@@ -10,14 +10,17 @@ namespace judgeq {
 torch::Tensor rope_inv_freq(const ModelConfig& config);
 // x * cos + rotate_half(x) * sin with HF's rotate-half convention.
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
-// The same in three kernels (x * cos, the swapped halves, one fused multiply-add) instead of five,
-// rounding once: sin_signed is sin with its first half negated (rope_signed_sin). Used for half
-// precision on CUDA; float32 keeps HF's exact op order.
-torch::Tensor apply_rope_fused(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed);
+// The same values bit for bit in one kernel fewer (no negation of x; the in-place add needs no new
+// buffer): x * cos + swap_halves(x) * sin_signed, where sin_signed is sin with its first half
+// negated (rope_signed_sin) and negation is exact.
+torch::Tensor apply_rope_signed(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed);
 torch::Tensor rope_signed_sin(const torch::Tensor& sin);
 // HF LlamaRMSNorm: statistics in float32, the weight applied after casting back.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 // The same through LibTorch's own rms_norm (one fused kernel on CUDA in recent versions) on CUDA
 // with LibTorch >= 2.4; rms_norm above elsewhere.
 torch::Tensor fast_rms_norm(const torch::Tensor& x, const torch::Tensor& w, double eps);
+// HF's rounding with the fused kernel: the normalisation fused (float32 inside, rounded to x's
+// dtype), then the weight multiplied, as HF does (on CUDA with LibTorch >= 2.4; rms_norm elsewhere).
+torch::Tensor rms_norm_then_weight(const torch::Tensor& x, const torch::Tensor& w, double eps);
 }  // namespace judgeq

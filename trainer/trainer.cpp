@@ -19,6 +19,7 @@
 #include "model/generate.h"
 #include "model/tokenizer.h"
 #include "util/cli.h"
+#include "util/compat.h"
 #include "util/distributed.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -358,13 +359,18 @@ torch::Tensor mean_prompt_attention(const torch::Tensor& q, const torch::Tensor&
   TORCH_CHECK(Tk == T + R, "probe: expected ", T + R, " keys, got ", Tk);
   const auto ct = q.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat32;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  auto qg = q.select(0, 0).to(ct).view({Hkv, G, R, D});
+  // Without autograd (the target), half-precision q and k multiply on tensor cores straight into
+  // scaled float32 scores: the same products as upcasting first (bf16 x bf16 is exact in float32,
+  // accumulated in float32), without float32 copies of the keys or a separate scaling pass.
+  const bool half_gemm = !torch::GradMode::is_enabled() && compat::have_half_bmm_float(q) && k.scalar_type() == q.scalar_type();
+  const auto qt = half_gemm ? q.scalar_type() : ct;
+  auto qg = q.select(0, 0).to(qt).view({Hkv, G, R, D});
   // The prompt's keys come from the cache: no gradient flows into them (detached, so that backward
   // builds no [T, D] key gradient only to drop it). Each product reads the keys as stored, a
   // transposed GEMM operand, never a copy expanded over the G query heads of a group.
   auto kk = k.select(0, 0);
-  auto kp = kk.narrow(1, 0, T).detach().to(ct);  // [H_kv, T, D]
-  auto kn = kk.narrow(1, T, R).to(ct);           // [H_kv, R, D]: the new rows' own keys
+  auto kp = kk.narrow(1, 0, T).detach().to(qt);  // [H_kv, T, D]
+  auto kn = kk.narrow(1, T, R).to(qt);           // [H_kv, R, D]: the new rows' own keys
   auto iopt = torch::TensorOptions().dtype(torch::kInt64).device(q.device());
   auto kj = torch::arange(R, iopt).view({1, R});
   torch::Tensor valid_p, valid_n;  // [H_kv, 1, 1, T] / [H_kv, 1, 1, R]
@@ -379,15 +385,17 @@ torch::Tensor mean_prompt_attention(const torch::Tensor& q, const torch::Tensor&
   for (int64_t r0 = 0; r0 < R; r0 += rows) {
     const int64_t r1 = std::min(R, r0 + rows), n = r1 - r0;
     auto qb = qg.narrow(2, r0, n).reshape({Hkv, G * n, D});
-    auto sp = torch::bmm(qb, kp.transpose(1, 2)).view({Hkv, G, n, T});
-    auto sn = torch::bmm(qb, kn.transpose(1, 2)).view({Hkv, G, n, R});
+    // Scores already scaled on the half-precision path, scaled after the concatenation otherwise.
+    auto sp = (half_gemm ? compat::half_bmm_float(qb, kp.transpose(1, 2), scale) : torch::bmm(qb, kp.transpose(1, 2))).view({Hkv, G, n, T});
+    auto sn = (half_gemm ? compat::half_bmm_float(qb, kn.transpose(1, 2), scale) : torch::bmm(qb, kn.transpose(1, 2))).view({Hkv, G, n, R});
     auto allowed = (kj <= torch::arange(r0, r1, iopt).view({n, 1})).view({1, 1, n, R});  // causal among new rows
     if (key_valid.defined()) {
       allowed = allowed.logical_and(valid_n);
       sp = sp.masked_fill(valid_p.logical_not(), neg_inf);
     }
     sn = sn.masked_fill(allowed.logical_not(), neg_inf);
-    auto p = torch::softmax(torch::cat({sp, sn}, -1) * scale, -1).narrow(-1, 0, T);  // [H_kv, G, n, T]
+    auto all = torch::cat({sp, sn}, -1);
+    auto p = torch::softmax(half_gemm ? all : all * scale, -1).narrow(-1, 0, T);  // [H_kv, G, n, T]
     if (opt.renormalize) p = p / p.sum(-1, true).clamp_min(1e-30);
     auto part = p.sum(2);  // [H_kv, G, T]
     acc = acc.defined() ? acc + part : part;

@@ -28,6 +28,29 @@ inline constexpr bool kHaveFusedAttention = JUDGEQ_HAVE_SDPA;
 
 inline std::string torch_version() { return TORCH_VERSION; }
 
+// Scaled scores alpha * a @ b in float32 from half-precision a, b [N, n, d] / [N, d, m] on tensor
+// cores (LibTorch >= 2.8 on CUDA); undefined where that is not available, so the caller keeps its
+// float32 path. No autograd.
+inline bool have_half_bmm_float(const torch::Tensor& a) {
+#ifdef JUDGEQ_HAVE_GEMM_OUT_DTYPE
+  return a.is_cuda() && (a.scalar_type() == torch::kBFloat16 || a.scalar_type() == torch::kHalf);
+#else
+  (void)a;
+  return false;
+#endif
+}
+inline torch::Tensor half_bmm_float(const torch::Tensor& a, const torch::Tensor& b, double alpha) {
+#ifdef JUDGEQ_HAVE_GEMM_OUT_DTYPE
+  if (have_half_bmm_float(a) && b.scalar_type() == a.scalar_type())
+    return at::baddbmm(torch::empty({a.size(0), a.size(1), b.size(2)}, a.options().dtype(torch::kFloat32)), a, b,
+                       torch::kFloat32, /*beta=*/0, /*alpha=*/alpha);
+#endif
+  (void)a;
+  (void)b;
+  (void)alpha;
+  return torch::Tensor();
+}
+
 // A host tensor (token ids, positions, masks) moved to `device` without blocking the host: a
 // plain copy from pageable memory synchronises the stream, so the host would wait for all queued
 // GPU work (e.g. a whole prefill) before it could issue the next operator. Through a pinned
