@@ -117,6 +117,7 @@ struct Dist::Impl {
   std::string backend = "none";
   torch::Device comm_device = torch::kCPU;  // where the backend wants tensors
   std::chrono::milliseconds barrier_timeout{0};
+  bool hosts_store = false;  // this rank runs the store's server: it must outlive every rank's last call
   int64_t barriers = 0;
   int64_t collectives = 0;  // store backend: names each collective's keys
 };
@@ -162,6 +163,7 @@ Dist Dist::create(const DistEnv& e, const torch::Device& requested) {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(e.master_port);
     so.isServer = e.rank == 0 && !e.agent_store;
+    impl->hosts_store = so.isServer;
     if (!e.agent_store) so.numWorkers = static_cast<std::size_t>(e.world);
     if (e.timeout_ms > 0) so.timeout = timeout;
     c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(e.master_addr, so);
@@ -346,6 +348,10 @@ void Dist::barrier() const {
   if (impl_->store->add(key, 1) == world) impl_->store->set(key + "/open", std::vector<uint8_t>{1});
   try {
     impl_->store->wait({key + "/open"}, impl_->barrier_timeout);
+    // The rank that hosts the store leaves only once every rank has left: otherwise a rank still
+    // waiting for the store's answer finds the server gone when the host exits after the barrier.
+    if (impl_->store->add(key + "/left", 1) == world) impl_->store->set(key + "/closed", std::vector<uint8_t>{1});
+    if (impl_->hosts_store) impl_->store->wait({key + "/closed"}, impl_->barrier_timeout);
   } catch (const std::exception& ex) {
     fail("rank ", rank, " waited too long for the other ranks (", first_line(ex.what()),
          "); one of them failed or is stuck: see its output");
