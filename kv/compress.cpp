@@ -5,6 +5,11 @@
 #include "util/compat.h"
 #include "util/error.h"
 
+#if JUDGEQ_HAVE_SDPA
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#endif
+
 namespace judgeq {
 
 namespace {
@@ -26,17 +31,49 @@ torch::Tensor causal_row_lse(const torch::Tensor& q, const torch::Tensor& k, dou
   return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
 }
 
-// H2O's column sums on CUDA from two fused attention passes, never materialising scores: (1) the
-// row log-sum-exps lse_i of the causal prefill attention; (2) the transposed attention, keys as
-// queries and queries as keys, both sequences reversed so that "query i >= key j" becomes an
-// ordinary causal mask, with two extra dimensions that subtract lse_i (split in a bf16 high and
-// low part). Its own log-sum-exp for key j is then log sum_{i >= j} P_ij.
+// The row log-sum-exps of a transposed attention pass on the chosen kernel; v is unused (Flash
+// wants it as wide as q and k, the others take an 8-wide dummy).
+torch::Tensor reverse_pass_lse(const torch::Tensor& tq, const torch::Tensor& tk, double scale,
+                               const std::string& kernel) {
+  const int64_t T = tq.size(2);
+  if (kernel == "flash" || kernel == "auto") {
+    try {
+      auto r = at::_scaled_dot_product_flash_attention(tq, tk, tk, 0.0, true, false, scale);
+      return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
+    } catch (const c10::Error&) {
+      check(kernel == "auto", "FlashAttention does not take H2O's transposed pass here; use another kernel");
+    }
+  }
+  auto dummy_v = torch::zeros({tq.size(0), tq.size(1), tk.size(2), 8}, tq.options());
+  if (kernel == "cudnn") {
+    // Through the dispatcher, so that the build does not depend on this private op's signature.
+    auto op = c10::Dispatcher::singleton().findSchemaOrThrow("aten::_scaled_dot_product_cudnn_attention", "");
+    check(op.schema().arguments().size() == 9, "this LibTorch's cuDNN attention takes ",
+          op.schema().arguments().size(), " arguments, expected 9; use another H2O kernel");
+    torch::jit::Stack st{tq, tk, dummy_v, c10::IValue(), true, 0.0, true, false, scale};
+    op.callBoxed(&st);
+    return st.at(1).toTensor().narrow(-1, 0, T).to(torch::kFloat32);
+  }
+  check(kernel == "efficient" || kernel == "auto", "unknown H2O kernel '", kernel,
+        "' (expected flash, efficient, cudnn or auto)");
+  auto r = at::_scaled_dot_product_efficient_attention(tq, tk, dummy_v, c10::nullopt, true, 0.0, true, scale);
+  return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
+}
+
+// H2O's column sums on CUDA from fused attention passes, never materialising scores: (1) the
+// row log-sum-exps lse_i of the causal prefill attention (from the prefill's own kernel when it
+// gave them); (2) the transposed attention, keys as queries and queries as keys, both sequences
+// reversed so that "query i >= key j" becomes an ordinary causal mask, with two extra dimensions
+// that subtract lse_i (split in a high and a low half-precision part). Its own log-sum-exp for
+// key j is then log sum_{i >= j} P_ij.
 // q [1, H, T, D], k [1, H_kv, T, D] (prompt only, all valid). Returns [1, H, T] float32.
-torch::Tensor h2o_column_sums_fused(const torch::Tensor& q, const torch::Tensor& k) {
+torch::Tensor h2o_fused(const torch::Tensor& q, const torch::Tensor& k, torch::Tensor row_lse,
+                        const std::string& kernel) {
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), G = H / k.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   auto kh = G == 1 ? k : k.repeat_interleave(G, 1);  // [B, H, T, D]
-  auto x = causal_row_lse(q, kh, scale) / scale;
+  if (!row_lse.defined()) row_lse = causal_row_lse(q, kh, scale);
+  auto x = row_lse.to(torch::kFloat32) / scale;
   auto hi = x.to(q.scalar_type());
   auto lo = (x - hi.to(torch::kFloat32)).to(q.scalar_type());
   const int64_t E = 8;  // extra dims, keeps the head size a multiple of 8
@@ -48,7 +85,7 @@ torch::Tensor h2o_column_sums_fused(const torch::Tensor& q, const torch::Tensor&
   tk.narrow(-1, 0, D).copy_(q.flip(2));
   tk.select(-1, D).copy_(-hi.flip(2));
   tk.select(-1, D + 1).copy_(-lo.flip(2));
-  return causal_row_lse(tq, tk, scale).exp().flip(2);
+  return reverse_pass_lse(tq, tk, scale, kernel).exp().flip(2);
 }
 #endif
 
@@ -69,14 +106,33 @@ torch::Tensor h2o_column_sums_blockwise(const torch::Tensor& q, const torch::Ten
   return acc;
 }
 
-torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid) {
-#if JUDGEQ_HAVE_SDPA
+namespace {
+bool fused_h2o_applies(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid) {
   const bool half = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
-  if (q.is_cuda() && half && q.size(0) == 1 && !key_valid.defined() && k.size(2) == q.size(2))
-    return h2o_column_sums_fused(q, k);
+  return JUDGEQ_HAVE_SDPA && q.is_cuda() && half && q.size(0) == 1 && !key_valid.defined() && k.size(2) == q.size(2);
+}
+}  // namespace
+
+torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid,
+                              const torch::Tensor& row_lse) {
+#if JUDGEQ_HAVE_SDPA
+  if (fused_h2o_applies(q, k, key_valid)) return h2o_fused(q, k, row_lse, "auto");
 #endif
+  (void)row_lse;
   (void)key_valid;
   return h2o_column_sums_blockwise(q, k);
+}
+
+torch::Tensor h2o_column_sums_given_lse(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& row_lse,
+                                        const std::string& kernel) {
+  check(fused_h2o_applies(q, k, torch::Tensor()) && row_lse.defined(),
+        "the fused H2O pass needs CUDA, bf16 or fp16, one unpadded prompt and the row log-sum-exps");
+#if JUDGEQ_HAVE_SDPA
+  return h2o_fused(q, k, row_lse, kernel);
+#else
+  (void)kernel;
+  return torch::Tensor();
+#endif
 }
 
 void PrefillProbe::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor&,
@@ -86,8 +142,18 @@ void PrefillProbe::on_layer(int64_t layer, const torch::Tensor& q, const torch::
   const int64_t w = std::min(needs_.window, T);
   if (w > 0) q_window[layer] = q.narrow(2, T - w, w).detach().clone();
   if (!needs_.h2o) return;
+  // The column sums wait for the layer's attention, which may hand over its row log-sum-exps.
+  q_ = q;
+  k_ = k;
+  key_valid_ = key_valid;
+}
+
+void PrefillProbe::on_row_lse(int64_t layer, const torch::Tensor& lse) {
+  if (!needs_.h2o) return;
+  check(q_.defined(), "internal: on_row_lse without on_layer for layer ", layer);
   if (static_cast<int64_t>(h2o.size()) <= layer) h2o.resize(layer + 1);
-  h2o[layer] = h2o_column_sums(q, k, key_valid);
+  h2o[layer] = h2o_column_sums(q_, k_, key_valid_, lse);
+  q_ = k_ = key_valid_ = torch::Tensor();
 }
 
 void QueryRecorder::on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor&, const torch::Tensor&,

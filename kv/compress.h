@@ -16,10 +16,14 @@ class PrefillProbe : public AttentionProbe {
   explicit PrefillProbe(const Needs& needs) : needs_(needs) {}
   void on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                 const torch::Tensor& key_valid) override;
+  // H2O reuses the prefill attention's row log-sum-exps where the model has them.
+  bool wants_row_lse() const override { return needs_.h2o; }
+  void on_row_lse(int64_t layer, const torch::Tensor& lse) override;
   std::vector<torch::Tensor> q_window, h2o;
 
  private:
   Needs needs_;
+  torch::Tensor q_, k_, key_valid_;  // this layer's, until on_row_lse
 };
 
 // H2O's score: per query head, the sum over the prompt's queries of their causal attention to
@@ -27,8 +31,15 @@ class PrefillProbe : public AttentionProbe {
 // [B, H, Tk] float32. On CUDA (bf16/fp16, one unpadded prompt) two fused attention kernels give
 // it without scores in memory; elsewhere query rows go block by block. The blockwise form is the
 // reference the fused one is checked against (bench/real_shape.cpp --mode h2o-check).
-torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid = {});
+// row_lse: each query row's log-sum-exp of its scaled causal scores [B, H, T] float32, when the
+// prefill's kernel gave it (saves the first fused pass).
+torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& key_valid = {},
+                              const torch::Tensor& row_lse = {});
 torch::Tensor h2o_column_sums_blockwise(const torch::Tensor& q, const torch::Tensor& k);
+// The fused second pass alone (CUDA, bf16/fp16, one unpadded prompt): the transposed attention
+// on `kernel` "flash", "efficient", "cudnn" or "auto" (the fastest that takes the inputs).
+torch::Tensor h2o_column_sums_given_lse(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& row_lse,
+                                        const std::string& kernel = "auto");
 
 // Records the queries of every forward it sees, per layer (decoded tokens, soft tokens).
 class QueryRecorder : public AttentionProbe {

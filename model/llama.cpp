@@ -388,7 +388,23 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
       if (c.sliding_window) kpos = cache.positions(l);
     }
     if (opt.probe) opt.probe->on_layer(l, q, K, V, kvalid);
-    auto a = attention(q, K, V, kvalid, pos, kpos, manual).transpose(1, 2);  // [B, T, H, D]
+    torch::Tensor a;
+    if (opt.probe && opt.probe->wants_row_lse()) {
+      torch::Tensor lse;
+#if JUDGEQ_HAVE_SDPA
+      // The same FlashAttention kernel SDPA picks for a plain causal prompt, called directly so
+      // that it hands over the row log-sum-exps it computes anyway (H2O's first pass, for free).
+      const bool window = c.sliding_window && K.size(2) > *c.sliding_window;
+      if (!manual && !kvalid.defined() && !window && K.size(2) == T) {
+        auto r = compat::causal_attention_with_lse(q, K, V, 1.0 / std::sqrt(static_cast<double>(D)));
+        a = r.first;
+        lse = r.second;
+      }
+#endif
+      opt.probe->on_row_lse(l, lse);
+    }
+    if (!a.defined()) a = attention(q, K, V, kvalid, pos, kpos, manual);
+    a = a.transpose(1, 2);  // [B, T, H, D]
     residual([&](int64_t t0, int64_t n) {
       auto an = n == T ? a : a.narrow(1, t0, n);
       return torch::linear(an.reshape({B, n, H * D}), L.w_o);

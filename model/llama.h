@@ -24,6 +24,11 @@ class AttentionProbe {
   // undefined (all valid). Tensors may require grad (training).
   virtual void on_layer(int64_t layer, const torch::Tensor& q, const torch::Tensor& k,
                         const torch::Tensor& v, const torch::Tensor& key_valid) = 0;
+  // A probe that wants each query row's log-sum-exp gets on_row_lse after every layer's
+  // attention: [B, H, Tq] float32 (natural log of the sum of exp(scaled scores)) where the fused
+  // kernel gave it for free (CUDA FlashAttention over a fresh, unpadded prompt), else undefined.
+  virtual bool wants_row_lse() const { return false; }
+  virtual void on_row_lse(int64_t /*layer*/, const torch::Tensor& /*lse*/) {}
 };
 
 struct ForwardOptions {

@@ -79,6 +79,21 @@ inline torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor
                                           0.0, is_causal, scale);
 #endif
 }
+
+// Causal attention of a fresh prompt (no past keys, no padding) through FlashAttention, which also
+// gives each query row's log-sum-exp of its scaled scores, [B, H, Tq] float32. q [B,H,Tq,D]; k, v
+// [B,H_kv,Tk,D]. Returns undefined tensors where Flash does not take the inputs (CPU, fp32, ...).
+inline std::pair<torch::Tensor, torch::Tensor> causal_attention_with_lse(const torch::Tensor& q,
+                                                                         const torch::Tensor& k,
+                                                                         const torch::Tensor& v, double scale) {
+  if (!q.is_cuda()) return {};
+  try {
+    auto r = at::_scaled_dot_product_flash_attention(q, k, v, 0.0, true, false, scale);
+    return {std::get<0>(r), std::get<1>(r).narrow(-1, 0, q.size(2))};
+  } catch (const c10::Error&) {
+    return {};
+  }
+}
 #endif
 
 }  // namespace judgeq::compat

@@ -97,7 +97,10 @@ TEST(Scoring, H2oColumnSumsByHand) {
   PrefillProbe probe(Needs{0, true});
   auto q = torch::ones({1, 1, 3, 1});
   auto k = torch::tensor({0.f, std::log(2.f), 0.f}).view({1, 1, 3, 1});
+  // The model calls on_row_lse after each layer's attention (undefined: no log-sum-exps here).
+  ASSERT_TRUE(probe.wants_row_lse());
   probe.on_layer(0, q, k, k, torch::Tensor());
+  probe.on_row_lse(0, torch::Tensor());
   EXPECT_TRUE(torch::allclose(probe.h2o[0][0][0], torch::tensor({19 / 12.f, 7 / 6.f, 1 / 4.f}), 1e-5, 1e-6));
 }
 
