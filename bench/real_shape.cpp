@@ -131,6 +131,14 @@ int main(int argc, char** argv) {
       std::vector<int64_t> prompt(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + T);
       res["tokens"] = T;
       res["prefill"] = h2o_prefill_overhead(*model, prompt, reps);
+      {
+        PrefillProbe probe(Needs{0, true});
+        auto cache = model->new_cache(1);
+        ForwardOptions fo;
+        fo.probe = &probe;
+        model->forward(ids.view({1, T}), cache, fo);
+        res["prefill"]["layers_with_reused_lse"] = probe.layers_with_row_lse;
+      }
       std::cerr << "h2o prefill: " << res["prefill"].dump() << "\n";
       model.reset();
       c10::cuda::CUDACachingAllocator::emptyCache();
@@ -139,15 +147,26 @@ int main(int argc, char** argv) {
       auto k = torch::randn({1, cfg.n_kv_heads, T, cfg.head_dim}, o) * 1.5;
       auto v = torch::randn({1, cfg.n_kv_heads, T, cfg.head_dim}, o);
       const double scale = 1.0 / std::sqrt(double(cfg.head_dim));
-      torch::Tensor a_sdpa, a_flash, lse;
+      torch::Tensor a_sdpa, lse;
       res["kernels"]["sdpa_attention_seconds"] =
           timed(reps, [&] { a_sdpa = compat::fused_attention(q, k, v, torch::Tensor(), true, scale); });
-      res["kernels"]["flash_attention_with_lse_seconds"] = timed(reps, [&] {
-        auto r = compat::causal_attention_with_lse(q, k, v, scale);
-        a_flash = r.first;
-        lse = r.second;
-      });
-      res["kernels"]["flash_equals_sdpa"] = a_flash.defined() && torch::equal(a_flash, a_sdpa);
+      // The kernels that return log-sum-exps: their time, whether they are the kernel SDPA runs
+      // (bit-identical output), and how their log-sum-exps compare.
+      torch::Tensor lse_flash;
+      for (auto [name, kind] : {std::pair{"flash", compat::LseKernel::flash}, std::pair{"cudnn", compat::LseKernel::cudnn}}) {
+        std::pair<torch::Tensor, torch::Tensor> r;
+        const double t = timed(reps, [&] { r = compat::causal_attention_with_lse(q, k, v, scale, kind); });
+        json j = {{"seconds", t}, {"takes_inputs", r.first.defined()}};
+        if (r.first.defined()) {
+          j["equals_sdpa"] = torch::equal(r.first, a_sdpa);
+          j["max_abs_diff_vs_sdpa"] = (r.first.to(torch::kFloat32) - a_sdpa.to(torch::kFloat32)).abs().max().item<double>();
+          if (kind == compat::LseKernel::flash) lse_flash = r.second;
+          if (lse_flash.defined() && kind == compat::LseKernel::cudnn)
+            j["lse_max_abs_diff_vs_flash"] = (r.second - lse_flash).abs().max().item<double>();
+          if (!lse.defined() || j["equals_sdpa"].get<bool>()) lse = r.second;
+        }
+        res["kernels"]["attention_with_lse_" + std::string(name)] = j;
+      }
       res["kernels"]["two_pass_seconds"] = timed(reps, [&] { h2o_column_sums(q, k); });
       auto ref = h2o_column_sums_blockwise(q, k);
       for (std::string kernel : {"flash", "efficient", "cudnn"}) {

@@ -5,11 +5,6 @@
 #include "util/compat.h"
 #include "util/error.h"
 
-#if JUDGEQ_HAVE_SDPA
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/core/stack.h>
-#endif
-
 namespace judgeq {
 
 namespace {
@@ -46,13 +41,9 @@ torch::Tensor reverse_pass_lse(const torch::Tensor& tq, const torch::Tensor& tk,
   }
   auto dummy_v = torch::zeros({tq.size(0), tq.size(1), tk.size(2), 8}, tq.options());
   if (kernel == "cudnn") {
-    // Through the dispatcher, so that the build does not depend on this private op's signature.
-    auto op = c10::Dispatcher::singleton().findSchemaOrThrow("aten::_scaled_dot_product_cudnn_attention", "");
-    check(op.schema().arguments().size() == 9, "this LibTorch's cuDNN attention takes ",
-          op.schema().arguments().size(), " arguments, expected 9; use another H2O kernel");
-    torch::jit::Stack st{tq, tk, dummy_v, c10::IValue(), true, 0.0, true, false, scale};
-    op.callBoxed(&st);
-    return st.at(1).toTensor().narrow(-1, 0, T).to(torch::kFloat32);
+    auto r = compat::causal_attention_with_lse(tq, tk, dummy_v, scale, compat::LseKernel::cudnn);
+    check(r.second.defined(), "cuDNN attention does not take H2O's transposed pass here; use another kernel");
+    return r.second;
   }
   check(kernel == "efficient" || kernel == "auto", "unknown H2O kernel '", kernel,
         "' (expected flash, efficient, cudnn or auto)");
@@ -153,6 +144,7 @@ void PrefillProbe::on_row_lse(int64_t layer, const torch::Tensor& lse) {
   check(q_.defined(), "internal: on_row_lse without on_layer for layer ", layer);
   if (static_cast<int64_t>(h2o.size()) <= layer) h2o.resize(layer + 1);
   h2o[layer] = h2o_column_sums(q_, k_, key_valid_, lse);
+  if (lse.defined()) ++layers_with_row_lse;
   q_ = k_ = key_valid_ = torch::Tensor();
 }
 

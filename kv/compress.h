@@ -20,6 +20,7 @@ class PrefillProbe : public AttentionProbe {
   bool wants_row_lse() const override { return needs_.h2o; }
   void on_row_lse(int64_t layer, const torch::Tensor& lse) override;
   std::vector<torch::Tensor> q_window, h2o;
+  int64_t layers_with_row_lse = 0;  // layers whose log-sum-exps came from the prefill's kernel
 
  private:
   Needs needs_;

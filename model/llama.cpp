@@ -198,6 +198,37 @@ torch::Tensor LlamaModel::rms_norm(const torch::Tensor& x, const torch::Tensor& 
   return judgeq::rms_norm(x, w, config_.rms_norm_eps);
 }
 
+#if JUDGEQ_HAVE_SDPA
+namespace {
+// The row log-sum-exps of causal attention computed directly for three rows (first, middle,
+// last) agree with `lse` [B, H, T]: the kernel reports what H2O needs (natural log, scaled scores).
+bool lse_agrees(const torch::Tensor& q, const torch::Tensor& k, double scale, const torch::Tensor& lse) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), Hkv = k.size(1), G = H / Hkv;
+  auto rows = torch::tensor({int64_t(0), T / 2, T - 1}, torch::TensorOptions().dtype(torch::kInt64).device(q.device()));
+  auto qr = q.index_select(2, rows).to(torch::kFloat32).reshape({B, Hkv, G * 3, D});
+  auto s = torch::matmul(qr, k.to(torch::kFloat32).transpose(2, 3)).mul_(scale).view({B, H, 3, T});
+  auto future = torch::arange(T, rows.options()).view({1, T}) > rows.view({3, 1});  // key after the row
+  auto want = s.masked_fill_(future, -std::numeric_limits<float>::infinity()).logsumexp(-1);
+  return (want - lse.index_select(2, rows)).abs().max().item<double>() < 1e-2;
+}
+
+// Which kernel that returns log-sum-exps gives, on these inputs, exactly what SDPA gives. `out` is
+// SDPA's output; `lse` is set when a kernel matches.
+compat::LseKernel pick_lse_kernel(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                  double scale, torch::Tensor& out, torch::Tensor& lse) {
+  out = compat::fused_attention(q, k, v, torch::Tensor(), true, scale);
+  for (auto kind : {compat::LseKernel::cudnn, compat::LseKernel::flash}) {
+    auto r = compat::causal_attention_with_lse(q, k, v, scale, kind);
+    if (r.first.defined() && torch::equal(r.first, out) && lse_agrees(q, k, scale, r.second)) {
+      lse = r.second;
+      return kind;
+    }
+  }
+  return compat::LseKernel::none;
+}
+}  // namespace
+#endif
+
 // q [B, H, Tq, D]; k, v [B, H_kv, Tk, D] with the Tq new keys last; key_valid [B, H_kv, Tk] or
 // undefined; q_pos [B, Tq], k_pos [B, H_kv, Tk] (sliding window only). Returns [B, H, Tq, D].
 torch::Tensor LlamaModel::attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -349,6 +380,10 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     }
   };
 
+#if JUDGEQ_HAVE_SDPA
+  bool lse_checked = false;
+  compat::LseKernel lse_kernel = compat::LseKernel::none;
+#endif
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const Layer& L = layers_[l];
     torch::Tensor q, K, V, kvalid, kpos;
@@ -392,13 +427,19 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     if (opt.probe && opt.probe->wants_row_lse()) {
       torch::Tensor lse;
 #if JUDGEQ_HAVE_SDPA
-      // The same FlashAttention kernel SDPA picks for a plain causal prompt, called directly so
-      // that it hands over the row log-sum-exps it computes anyway (H2O's first pass, for free).
+      // A plain causal prompt on CUDA: the kernel SDPA picks computes each row's log-sum-exp
+      // anyway (H2O's first pass). Called directly it hands them over, provided it is the very
+      // kernel SDPA runs: checked bit for bit on the first layer, so the prefill, and every
+      // method derived from it, is the same whether or not a method asked for them.
       const bool window = c.sliding_window && K.size(2) > *c.sliding_window;
-      if (!manual && !kvalid.defined() && !window && K.size(2) == T) {
-        auto r = compat::causal_attention_with_lse(q, K, V, 1.0 / std::sqrt(static_cast<double>(D)));
-        a = r.first;
-        lse = r.second;
+      if (!manual && q.is_cuda() && !kvalid.defined() && !window && K.size(2) == T) {
+        const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+        if (!lse_checked) {
+          lse_checked = true;
+          lse_kernel = pick_lse_kernel(q, K, V, scale, a, lse);
+        } else if (lse_kernel != compat::LseKernel::none) {
+          std::tie(a, lse) = compat::causal_attention_with_lse(q, K, V, scale, lse_kernel);
+        }
       }
 #endif
       opt.probe->on_row_lse(l, lse);

@@ -4,6 +4,9 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <utility>
+#include <vector>
+
 #if TORCH_VERSION_MAJOR >= 2
 #define JUDGEQ_HAVE_SDPA 1
 #else
@@ -20,6 +23,10 @@
 #define JUDGEQ_HAVE_SDPA_GQA 1
 #else
 #define JUDGEQ_HAVE_SDPA_GQA 0
+#endif
+
+#if JUDGEQ_HAVE_SDPA
+#include <ATen/core/dispatch/Dispatcher.h>
 #endif
 
 namespace judgeq::compat {
@@ -80,19 +87,39 @@ inline torch::Tensor fused_attention(const torch::Tensor& q, const torch::Tensor
 #endif
 }
 
-// Causal attention of a fresh prompt (no past keys, no padding) through FlashAttention, which also
-// gives each query row's log-sum-exp of its scaled scores, [B, H, Tq] float32. q [B,H,Tq,D]; k, v
-// [B,H_kv,Tk,D]. Returns undefined tensors where Flash does not take the inputs (CPU, fp32, ...).
+// Fused kernels that also return each query row's log-sum-exp of its scaled scores ([B, H, Tq]
+// float32) for causal attention over a fresh prompt (no past keys, no padding). q [B,H,Tq,D];
+// k, v [B,H_kv,Tk,D]. Undefined tensors where the kernel does not take the inputs. cuDNN's op is
+// private and its signature moves between releases: it is called through the dispatcher after
+// checking its schema.
+enum class LseKernel { none, cudnn, flash };
+
+inline torch::Tensor row_lse_of(torch::Tensor lse, int64_t Tq) {
+  if (lse.dim() == 4) lse = lse.squeeze(-1);  // cuDNN: [B, H, Tq, 1]
+  return lse.narrow(-1, 0, Tq).to(torch::kFloat32);  // Flash may pad the rows
+}
+
 inline std::pair<torch::Tensor, torch::Tensor> causal_attention_with_lse(const torch::Tensor& q,
                                                                          const torch::Tensor& k,
-                                                                         const torch::Tensor& v, double scale) {
+                                                                         const torch::Tensor& v, double scale,
+                                                                         LseKernel kernel) {
   if (!q.is_cuda()) return {};
   try {
-    auto r = at::_scaled_dot_product_flash_attention(q, k, v, 0.0, true, false, scale);
-    return {std::get<0>(r), std::get<1>(r).narrow(-1, 0, q.size(2))};
+    if (kernel == LseKernel::flash) {
+      auto r = at::_scaled_dot_product_flash_attention(q, k, v, 0.0, true, false, scale);
+      return {std::get<0>(r), row_lse_of(std::get<1>(r), q.size(2))};
+    }
+    if (kernel == LseKernel::cudnn) {
+      auto op = c10::Dispatcher::singleton().findSchemaOrThrow("aten::_scaled_dot_product_cudnn_attention", "");
+      const auto& args = op.schema().arguments();
+      if (args.size() != 9 || args[4].name() != "compute_log_sumexp" || args[8].name() != "scale") return {};
+      std::vector<c10::IValue> st{q, k, v, c10::IValue(), true, 0.0, true, false, scale};
+      op.callBoxed(&st);
+      return {st.at(0).toTensor(), row_lse_of(st.at(1).toTensor(), q.size(2))};
+    }
   } catch (const c10::Error&) {
-    return {};
   }
+  return {};
 }
 #endif
 

@@ -171,6 +171,28 @@ TEST_P(EveryMethod, KeptCountsAndWindow) {
 INSTANTIATE_TEST_SUITE_P(Methods, EveryMethod, ::testing::ValuesIn(all_methods()),
                          [](const auto& info) { return info.param; });
 
+// H2O's scores from the prefill (the model hands each layer's attention to the probe, then the
+// row log-sum-exps where its kernel has them; on CPU it has none) are, per layer, the column sums
+// of the attention of every prompt query, computed here from the recorded queries and the keys.
+TEST(H2oScores, AreEveryLayersAttentionColumnSums) {
+  auto& s = setup();
+  torch::NoGradGuard ng;
+  QueryRecorder rec;
+  auto cache = s.model->new_cache(1);
+  ForwardOptions fo;
+  fo.probe = &rec;
+  s.model->forward(torch::tensor(s.ids).view({1, -1}), cache, fo);
+  const auto qs = rec.queries();
+  ASSERT_EQ(static_cast<int64_t>(s.st.h2o.size()), s.model->config().n_layers);
+  for (int64_t l = 0; l < s.model->config().n_layers; ++l) {
+    auto want = h2o_column_sums_blockwise(qs[l], cache.keys(l));
+    ASSERT_EQ(s.st.h2o[l].sizes(), want.sizes()) << "layer " << l;
+    EXPECT_TRUE(torch::allclose(s.st.h2o[l], want, 1e-5, 1e-6)) << "layer " << l;
+    // Every query row's weights sum to 1, so the column sums add up to the number of rows.
+    EXPECT_NEAR(want.sum(-1).mean().item<double>(), double(s.ids.size()), 1e-3);
+  }
+}
+
 TEST(JudgeQ, SoftTokensLeaveNoKvAndFirstTokenUnchanged) {
   auto& s = setup();
   torch::NoGradGuard ng;
