@@ -1,6 +1,8 @@
 #include "model/llama.h"
 
 #include <cmath>
+#include <limits>
+#include <tuple>
 #include <array>
 #include <map>
 
