@@ -16,15 +16,9 @@ class H2o : public Method {
   Selection select(const PromptState& st, const Budget& b) override {
     const int64_t keep = resolve_budget(*this, b, st.n_ctx);
     check(st.h2o.size() == static_cast<size_t>(st.cache->n_layers()), "h2o needs the prefill's attention sums");
-    const std::string gqa = opt_.text("gqa");
-    Selection s;
-    s.query_head = gqa == "query-head";
-    for (int64_t l = 0; l < st.cache->n_layers(); ++l) {
-      auto sc = st.h2o[l].narrow(2, 0, st.n_ctx);
-      if (!s.query_head) sc = reduce_groups(sc, st.cache->n_kv_heads(), gqa);
-      s.idx.push_back(select_topk(sc, keep, 0, opt_.integer("window")));
-    }
-    return s;
+    return select_from_query_head_scores([&](int64_t l) { return st.h2o[l].narrow(2, 0, st.n_ctx); },
+                                         st.cache->n_layers(), st.cache->n_kv_heads(), opt_.text("gqa"), keep,
+                                         opt_.integer("window"));
   }
 
  private:

@@ -16,15 +16,8 @@ class Oracle : public Method {
     const int64_t keep = resolve_budget(*this, b, st.n_ctx);
     const int64_t n = opt_.integer("answer_tokens") > 0 ? opt_.integer("answer_tokens") : st.answer_tokens;
     const DecodeTrace& tr = oracle_trace(st, n);
-    const std::string gqa = opt_.text("gqa");
-    Selection s;
-    s.query_head = gqa == "query-head";
-    for (int64_t l = 0; l < st.cache->n_layers(); ++l) {
-      auto sc = tr.attn_sum[l];
-      if (!s.query_head) sc = reduce_groups(sc, st.cache->n_kv_heads(), gqa);
-      s.idx.push_back(select_topk(sc, keep, 0, opt_.integer("window")));
-    }
-    return s;
+    return select_from_query_head_scores([&](int64_t l) { return tr.attn_sum[l]; }, st.cache->n_layers(),
+                                         st.cache->n_kv_heads(), opt_.text("gqa"), keep, opt_.integer("window"));
   }
 
  private:

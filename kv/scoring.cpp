@@ -93,6 +93,18 @@ torch::Tensor select_topk(const torch::Tensor& scores, int64_t keep, int64_t sin
   return std::get<0>(idx.sort(-1));
 }
 
+Selection select_from_query_head_scores(const std::function<torch::Tensor(int64_t)>& scores, int64_t n_layers,
+                                        int64_t n_kv_heads, const std::string& gqa, int64_t keep, int64_t window) {
+  Selection s;
+  s.query_head = gqa == "query-head";
+  for (int64_t l = 0; l < n_layers; ++l) {
+    auto sc = scores(l);
+    if (!s.query_head) sc = reduce_groups(sc, n_kv_heads, gqa);
+    s.idx.push_back(select_topk(sc, keep, 0, window));
+  }
+  return s;
+}
+
 std::vector<int64_t> pyramid_budgets(int64_t keep, int64_t window, int64_t n_ctx, int64_t n_layers, int64_t beta) {
   const int64_t avg = keep - window;
   int64_t min_num = avg / beta;

@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -28,6 +30,12 @@ torch::Tensor reduce_groups(const torch::Tensor& scores, int64_t n_kv_heads, con
 // Keeps `sinks` first and `window` last entries of [0, n_ctx) plus the top (keep - sinks - window)
 // of the rest by score. scores [B, Hs, n_ctx] float. Returns idx [B, Hs, keep] ascending.
 torch::Tensor select_topk(const torch::Tensor& scores, int64_t keep, int64_t sinks, int64_t window);
+
+// A selection from query-head scores per layer (scores(l) -> [B, H, n_ctx]): reduced per KV group
+// by `gqa` (mean | max | sum), or kept per query head when gqa is "query-head"; then the top
+// `keep` per head with the last `window` entries always kept.
+Selection select_from_query_head_scores(const std::function<torch::Tensor(int64_t)>& scores, int64_t n_layers,
+                                        int64_t n_kv_heads, const std::string& gqa, int64_t keep, int64_t window);
 
 // PyramidKV's candidate (non-window) entries per layer for a mean budget `keep` (window
 // included), as KVCache-Factory computes them.
