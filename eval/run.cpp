@@ -84,9 +84,14 @@ std::vector<BenchSample> load_samples(const RunOptions& o, const Tokenizer& tok,
   const std::string root = o.data_dir.empty() ? default_data_root() : o.data_dir;
   auto count = [&](const std::string& s) { return tok.encode(s, false, false).size(); };
   if (o.bench == "ruler" || o.bench == "niah")
-    for (auto len : o.lengths)
-      check(len > 0 && len <= max_pos, "length ", len, " is beyond the model's maximum position ", max_pos,
+    for (auto len : o.lengths) {
+      check(len > 0, "bad context length (got ", len, "); use positive --lengths in tokens, e.g. 4096");
+      check(len <= max_pos, "length ", len, " is beyond the model's maximum position ", max_pos,
             "; use --lengths up to ", max_pos);
+    }
+  if (o.bench == "niah")
+    for (double d : o.depths)
+      check(d >= 0 && d <= 100, "bad NIAH depth (got ", d, "); use --depths between 0 and 100 (percent)");
   if (o.bench == "ruler") {
     std::vector<std::string> tasks = o.tasks;
     if (tasks.empty()) {  // the synthetic tasks, plus QA where its file is given

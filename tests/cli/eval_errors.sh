@@ -20,11 +20,13 @@ expect_error "bad budget" $EVAL generate --model $MODEL --prompt-ids '[1,2,3]' -
 expect_error "cannot read\|not found\|no tokenizer" $EVAL tokenize --tokenizer "$TMP/none.model" --text hi
 expect_error "unknown bench" $EVAL run --model $MODEL --bench rulerr --out "$TMP/r1" --data-dir "$SHARED/data"
 expect_error "beyond the model's maximum position" $EVAL run --model $MODEL --bench ruler --tasks niah_single_1 --lengths 100000 --limit 1 --out "$TMP/r2" --data-dir "$SHARED/data"
+expect_error "bad context length" $EVAL run --model $MODEL --bench ruler --tasks niah_single_1 --lengths 0 --limit 1 --out "$TMP/r5" --data-dir "$SHARED/data"
+expect_error "use --depths between 0 and 100" $EVAL run --model $MODEL --bench niah --depths 150 --lengths 256 --limit 1 --out "$TMP/r6" --data-dir "$SHARED/data"
 expect_error "unknown RULER task" $EVAL run --model $MODEL --bench ruler --tasks niah_single_9 --lengths 256 --limit 1 --out "$TMP/r3" --data-dir "$SHARED/data"
 expect_error "smaller than the 32" $EVAL run --model $MODEL --bench ruler --methods snapkv --budgets 16 --lengths 256 --out "$TMP/r4" --data-dir "$SHARED/data"
 expect_error "predictions.jsonl" $EVAL report "$TMP/empty_run"
 # Nothing half-written: failed runs leave no predictions.
-for d in r1 r2 r3 r4; do
+for d in r1 r2 r3 r4 r5 r6; do
   if [ -s "$TMP/$d/predictions.jsonl" ]; then echo "FAIL: $d left predictions behind"; fails=$((fails + 1)); fi
 done
 # Usage errors are CLI11's (exit code != 0), never a crash.
