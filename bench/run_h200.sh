@@ -5,7 +5,7 @@
 # per-variant benchmark. Results land in $OUT (or ./bench_out).
 # Builds through scripts/gpu_common.sh. Needs .dev/root (Debian's libpcre2-dev unpacked) and, for the grid, .dev/data/ruler and
 # .dev/data/tokenizers/llama3 (copies of ../shared/data), carried along.
-# STAGES (default "parity speed train grid") and PARITY_MODELS select what runs.
+# STAGES (default "parity speed train grid"; also "h2o") and PARITY_MODELS select what runs.
 set -euo pipefail
 OUT=${OUT:-bench_out}
 mkdir -p "$OUT"
@@ -21,6 +21,12 @@ if has grid; then
   d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
   timeout 200 ./build-gpu/bench/judgeq_bench_pipeline --config $d/config.json --mode grid --samples 2 \
     --tokenizer .dev/data/tokenizers/llama3/tokenizer.model --data-root .dev/data --out "$OUT" || echo "grid bench failed"
+fi
+if has h2o; then
+  # H2O's cost at 32K: the prefill with and without it, and each kernel of its fused passes.
+  d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
+  timeout 200 ./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode h2o --lengths 32768 --reps 3 \
+    --out "$OUT" || echo "h2o bench failed"
 fi
 has parity || PARITY_MODELS=""
 for name in ${PARITY_MODELS-llama-3.1-8b mistral-7b-v0.3}; do
