@@ -84,7 +84,7 @@ torch::Tensor h2o_fused(const torch::Tensor& q, const torch::Tensor& k, torch::T
 
 torch::Tensor h2o_column_sums_blockwise(const torch::Tensor& q, const torch::Tensor& k) {
   const int64_t B = q.size(0), H = q.size(1), Tk = k.size(2), T = q.size(2);
-  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, B * H * Tk));
+  const int64_t rows = std::max<int64_t>(1, score_block_elements(q.device()) / std::max<int64_t>(1, B * H * Tk));
   auto acc = torch::zeros({B, H, Tk}, q.options().dtype(torch::kFloat32));
   const int64_t past = Tk - T;
   for (int64_t r0 = 0; r0 < T; r0 += rows) {

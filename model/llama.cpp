@@ -74,6 +74,10 @@ torch::Tensor fast_rms_norm(const torch::Tensor& x, const torch::Tensor& w, doub
   return rms_norm(x, w, eps);
 }
 
+int64_t score_block_elements(const torch::Device& device) {
+  return device.is_cuda() ? int64_t(1) << 26 : int64_t(1) << 22;
+}
+
 std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaModel::expected_weights(const ModelConfig& c) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> e;
   const int64_t qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
@@ -276,8 +280,7 @@ torch::Tensor LlamaModel::attention(const torch::Tensor& q, const torch::Tensor&
   // chunks so that the score block stays small.
   auto qg = q.view({B, Hkv, G, Tq, D});
   auto out = torch::empty_like(q).view({B, Hkv, G, Tq, D});
-  const int64_t budget = int64_t(1) << 26;  // score elements per block
-  const int64_t rows = std::max<int64_t>(1, budget / std::max<int64_t>(1, B * H * Tk));
+  const int64_t rows = std::max<int64_t>(1, score_block_elements(q.device()) / std::max<int64_t>(1, B * H * Tk));
   auto kb = k.reshape({B * Hkv, Tk, D}).transpose(1, 2);  // [B*H_kv, D, Tk]
   auto vb = v.reshape({B * Hkv, Tk, D});
   for (int64_t r0 = 0; r0 < Tq; r0 += rows) {

@@ -31,6 +31,12 @@ class AttentionProbe {
   virtual void on_row_lse(int64_t /*layer*/, const torch::Tensor& /*lse*/) {}
 };
 
+// Score elements per block where attention scores are materialised a block of query rows at a
+// time: 64M on CUDA (few, large kernels); 4M (16 MiB in float32) on CPU, where blocks that size
+// are reused from the heap instead of being mapped and page-faulted in afresh each time (and the
+// results per row do not depend on the block).
+int64_t score_block_elements(const torch::Device& device);
+
 struct ForwardOptions {
   torch::Tensor positions;      // [B, T] int64; default: cache.next_positions() + arange(T)
   torch::Tensor inputs_embeds;  // [B, T, hidden]: used instead of token ids when defined

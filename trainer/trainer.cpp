@@ -378,8 +378,7 @@ torch::Tensor mean_prompt_attention(const torch::Tensor& q, const torch::Tensor&
     valid_p = key_valid.select(0, 0).narrow(-1, 0, T).view({Hkv, 1, 1, T});
     valid_n = key_valid.select(0, 0).narrow(-1, T, R).view({Hkv, 1, 1, R});
   }
-  // Rows per block so that a block of scores stays near 64M elements.
-  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 26) / std::max<int64_t>(1, H * Tk));
+  const int64_t rows = std::max<int64_t>(1, score_block_elements(q.device()) / std::max<int64_t>(1, H * Tk));
   const double neg_inf = -std::numeric_limits<double>::infinity();
   torch::Tensor acc;
   for (int64_t r0 = 0; r0 < R; r0 += rows) {
