@@ -91,6 +91,29 @@ TEST(Decoder, RaggedBatchEqualsSingleRuns) {
   EXPECT_LT((lb[0] - la[0]).abs().max().item<double>(), 1e-5);
 }
 
+// On CPU the attention scores go a block of query rows at a time (score_block_elements): a batch
+// of three 512-token prompts takes several blocks, each prompt alone takes one. Every position's
+// logits and the cache agree.
+TEST(Decoder, QueryRowBlocksDoNotChangeResults) {
+  torch::NoGradGuard ng;
+  auto m = tiny();
+  const int64_t T = 512, H = m->config().n_heads;
+  const int64_t per_block = score_block_elements(torch::kCPU);
+  ASSERT_GT(3 * H * T * T, per_block) << "the batch must need more than one block";
+  ASSERT_LE(H * T * T, per_block) << "one prompt alone must fit in one block";
+  auto ids = random_ids(3, T, m->config().vocab_size, 8);
+  ForwardOptions fo;
+  fo.all_logits = true;
+  auto cb = m->new_cache(3);
+  auto batch = m->forward(ids, cb, fo);
+  for (int64_t b = 0; b < 3; ++b) {
+    auto c1 = m->new_cache(1);
+    auto one = m->forward(ids.narrow(0, b, 1), c1, fo);
+    EXPECT_LT((batch[b] - one[0]).abs().max().item<double>(), 1e-5) << "row " << b;
+    EXPECT_LT((cb.keys(0)[b] - c1.keys(0)[0]).abs().max().item<double>(), 1e-6) << "row " << b;
+  }
+}
+
 TEST(Decoder, StopIdsEndRows) {
   torch::NoGradGuard ng;
   auto m = tiny();
