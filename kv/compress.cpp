@@ -11,44 +11,26 @@ namespace {
 
 #if JUDGEQ_HAVE_SDPA
 // The log-sum-exp of each query row of causal attention q k^T * scale, [B, H, Tq] float32, from a
-// fused kernel that never holds the scores: FlashAttention where it takes the inputs (it computes
-// an output too, against v = k, which is thrown away), else the memory-efficient kernel (with an
-// 8-wide dummy value).
-torch::Tensor causal_row_lse(const torch::Tensor& q, const torch::Tensor& k, double scale) {
-  const int64_t T = q.size(2);
-  try {
-    auto r = at::_scaled_dot_product_flash_attention(q, k, k, 0.0, true, false, scale);
-    return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
-  } catch (const c10::Error&) {
+// fused kernel that never holds the scores. kernel "auto": FlashAttention where it takes the
+// inputs (it computes an output too, against v = k, thrown away), else the memory-efficient
+// kernel (with an 8-wide dummy value); "flash", "efficient" or "cudnn" to force one.
+torch::Tensor causal_row_lse(const torch::Tensor& q, const torch::Tensor& k, double scale,
+                             const std::string& kernel = "auto") {
+  check(kernel == "auto" || kernel == "flash" || kernel == "efficient" || kernel == "cudnn", "unknown H2O kernel '",
+        kernel, "' (expected flash, efficient, cudnn or auto)");
+  if (kernel == "flash" || kernel == "auto") {
+    auto r = compat::causal_attention_with_lse(q, k, k, scale, compat::LseKernel::flash);
+    if (r.second.defined()) return r.second;
+    check(kernel == "auto", "FlashAttention does not take H2O's transposed pass here; use another kernel");
   }
   auto dummy_v = torch::zeros({q.size(0), q.size(1), k.size(2), 8}, q.options());
-  auto r = at::_scaled_dot_product_efficient_attention(q, k, dummy_v, c10::nullopt, true, 0.0, true, scale);
-  return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
-}
-
-// The row log-sum-exps of a transposed attention pass on the chosen kernel; v is unused (Flash
-// wants it as wide as q and k, the others take an 8-wide dummy).
-torch::Tensor reverse_pass_lse(const torch::Tensor& tq, const torch::Tensor& tk, double scale,
-                               const std::string& kernel) {
-  const int64_t T = tq.size(2);
-  if (kernel == "flash" || kernel == "auto") {
-    try {
-      auto r = at::_scaled_dot_product_flash_attention(tq, tk, tk, 0.0, true, false, scale);
-      return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
-    } catch (const c10::Error&) {
-      check(kernel == "auto", "FlashAttention does not take H2O's transposed pass here; use another kernel");
-    }
-  }
-  auto dummy_v = torch::zeros({tq.size(0), tq.size(1), tk.size(2), 8}, tq.options());
   if (kernel == "cudnn") {
-    auto r = compat::causal_attention_with_lse(tq, tk, dummy_v, scale, compat::LseKernel::cudnn);
+    auto r = compat::causal_attention_with_lse(q, k, dummy_v, scale, compat::LseKernel::cudnn);
     check(r.second.defined(), "cuDNN attention does not take H2O's transposed pass here; use another kernel");
     return r.second;
   }
-  check(kernel == "efficient" || kernel == "auto", "unknown H2O kernel '", kernel,
-        "' (expected flash, efficient, cudnn or auto)");
-  auto r = at::_scaled_dot_product_efficient_attention(tq, tk, dummy_v, c10::nullopt, true, 0.0, true, scale);
-  return std::get<1>(r).narrow(-1, 0, T).to(torch::kFloat32);
+  auto r = at::_scaled_dot_product_efficient_attention(q, k, dummy_v, c10::nullopt, true, 0.0, true, scale);
+  return compat::row_lse_of(std::get<1>(r), q.size(2));
 }
 
 // H2O's column sums on CUDA from fused attention passes, never materialising scores: (1) the
@@ -76,7 +58,7 @@ torch::Tensor h2o_fused(const torch::Tensor& q, const torch::Tensor& k, torch::T
   tk.narrow(-1, 0, D).copy_(q.flip(2));
   tk.select(-1, D).copy_(-hi.flip(2));
   tk.select(-1, D + 1).copy_(-lo.flip(2));
-  return reverse_pass_lse(tq, tk, scale, kernel).exp().flip(2);
+  return causal_row_lse(tq, tk, scale, kernel).exp().flip(2);
 }
 #endif
 

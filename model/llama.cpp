@@ -432,12 +432,13 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& ids, KVCache& cache, cons
     if (opt.probe && opt.probe->wants_row_lse()) {
       torch::Tensor lse;
 #if JUDGEQ_HAVE_SDPA
-      // A plain causal prompt on CUDA: the kernel SDPA picks computes each row's log-sum-exp
+      // A plain causal prompt in half precision on CUDA (where H2O's fused passes run): the kernel SDPA picks computes each row's log-sum-exp
       // anyway (H2O's first pass). Called directly it hands them over, provided it is the very
       // kernel SDPA runs: checked bit for bit on the first layer, so the prefill, and every
       // method derived from it, is the same whether or not a method asked for them.
       const bool window = c.sliding_window && K.size(2) > *c.sliding_window;
-      if (!manual && q.is_cuda() && !kvalid.defined() && !window && K.size(2) == T) {
+      const bool half = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kHalf;
+      if (!manual && q.is_cuda() && half && !kvalid.defined() && !window && K.size(2) == T) {
         const double scale = 1.0 / std::sqrt(static_cast<double>(D));
         if (!lse_checked) {
           lse_checked = true;
