@@ -94,18 +94,14 @@ GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*
     }
     ForwardOptions fo;
     fo.chunk = opt.chunk;
-    if (caches.size() == 1) {
-      next_logits = model.forward(next.view({B, 1}), *caches[0], fo).select(1, 0);
-      continue;
-    }
-    std::vector<torch::Tensor> parts;
+    std::vector<torch::Tensor> parts;  // each cache's rows on their own
     int64_t r0 = 0;
     for (auto* c : caches) {
       const int64_t b = c->batch();
       parts.push_back(model.forward(next.narrow(0, r0, b).view({b, 1}), *c, fo).select(1, 0));
       r0 += b;
     }
-    next_logits = torch::cat(parts, 0);
+    next_logits = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
   }
   if (fast) fast->commit();
   return r;

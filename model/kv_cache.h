@@ -44,8 +44,8 @@ class KVCache {
   // Marks entries outside keep [B, H_kv, T] (bool) invalid: the masking reference of eviction.
   void restrict(int64_t layer, const torch::Tensor& keep);
   // Makes room for cap entries in layer l without reallocating later (long prefills in chunks).
-  // Room for cap entries. exact: no amortised growth beyond cap (still rounded up to a multiple of
-  // 256 rows from 2048 on, as every buffer of that size is).
+  // exact: no amortised growth beyond cap (still rounded up to a multiple of 256 rows from 2048
+  // on, as every buffer of that size is).
   void reserve(int64_t layer, int64_t cap, bool exact = false);
   // Drops every entry at index >= len in all layers (e.g. soft tokens appended after a prompt).
   void truncate(int64_t len);

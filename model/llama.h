@@ -26,7 +26,8 @@ class AttentionProbe {
                         const torch::Tensor& v, const torch::Tensor& key_valid) = 0;
   // A probe that wants each query row's log-sum-exp gets on_row_lse after every layer's
   // attention: [B, H, Tq] float32 (natural log of the sum of exp(scaled scores)) where the fused
-  // kernel gave it for free (CUDA FlashAttention over a fresh, unpadded prompt), else undefined.
+  // kernel gave it for free (a fresh, unpadded prompt in half precision on CUDA, when the cuDNN or
+  // Flash kernel that returns it is the one SDPA runs), else undefined.
   virtual bool wants_row_lse() const { return false; }
   virtual void on_row_lse(int64_t /*layer*/, const torch::Tensor& /*lse*/) {}
 };

@@ -70,10 +70,10 @@ extern "C" void on_fatal_signal(int sig, siginfo_t* si, void* uctx) {
 }
 
 // glibc gives freed memory at the top of the heap back to the kernel as soon as more than a few
-// MiB are free, so on CPU every tensor of the next layer or step faults its pages in again: in a
-// CPU evaluation of the testbed that was a third of the wall time, most of it in the kernel.
-// Keeping 512 MiB of padding at the heap's top lets that memory be reused (the peak resident
-// size does not grow). MALLOC_TOP_PAD_ in the environment takes precedence.
+// MiB are free, so on CPU the tensors of the next layer or step fault their pages in again.
+// Keeping 512 MiB of padding at the heap's top lets that memory be reused: in a CPU evaluation of
+// the testbed, 6.4 s -> 5.4 s and 56 MB more peak resident memory (docs/performance.md, "On
+// CPU"). MALLOC_TOP_PAD_ in the environment takes precedence.
 void keep_freed_memory() {
 #if defined(__GLIBC__)
   if (std::getenv("MALLOC_TOP_PAD_") == nullptr) mallopt(M_TOP_PAD, 512 << 20);
