@@ -10,43 +10,68 @@ namespace judgeq {
 namespace {
 
 #if JUDGEQ_HAVE_SDPA
-// The log-sum-exp of each query row of causal attention q k^T * scale, [B, H, Tq] float32, from a
-// fused kernel that never holds the scores. kernel "auto": FlashAttention where it takes the
-// inputs (it computes an output too, against v = k, thrown away), else the memory-efficient
-// kernel (with an 8-wide dummy value); "flash", "efficient" or "cudnn" to force one.
-torch::Tensor causal_row_lse(const torch::Tensor& q, const torch::Tensor& k, double scale,
-                             const std::string& kernel = "auto") {
+// Causal attention q k^T * scale against values v on a fused kernel that also returns each query
+// row's log-sum-exp ([B, H, Tq] float32) and never holds the scores. kernel "auto": cuDNN where
+// it takes the inputs, else FlashAttention (values as wide as the queries), else the
+// memory-efficient kernel; "flash", "efficient" or "cudnn" to force one. v [B, H, Tk, Dv]:
+// cuDNN and the memory-efficient kernel take a narrow Dv; Flash gets v padded to the head size.
+std::pair<torch::Tensor, torch::Tensor> causal_attention_lse_on(const torch::Tensor& q, const torch::Tensor& k,
+                                                                const torch::Tensor& v, double scale,
+                                                                const std::string& kernel) {
   check(kernel == "auto" || kernel == "flash" || kernel == "efficient" || kernel == "cudnn", "unknown H2O kernel '",
         kernel, "' (expected flash, efficient, cudnn or auto)");
+  if (kernel == "cudnn" || kernel == "auto") {
+    auto r = compat::causal_attention_with_lse(q, k, v, scale, compat::LseKernel::cudnn);
+    if (r.second.defined()) return r;
+    check(kernel == "auto", "cuDNN attention does not take H2O's pass here; use another kernel");
+  }
   if (kernel == "flash" || kernel == "auto") {
-    auto r = compat::causal_attention_with_lse(q, k, k, scale, compat::LseKernel::flash);
-    if (r.second.defined()) return r.second;
-    check(kernel == "auto", "FlashAttention does not take H2O's transposed pass here; use another kernel");
+    const int64_t D = q.size(3), Dv = v.size(3);
+    auto vf = Dv == D ? v : torch::constant_pad_nd(v, {0, D - Dv});
+    auto r = compat::causal_attention_with_lse(q, k, vf, scale, compat::LseKernel::flash);
+    if (r.second.defined()) return {r.first.narrow(-1, 0, Dv), r.second};
+    check(kernel == "auto", "FlashAttention does not take H2O's pass here; use another kernel");
   }
-  auto dummy_v = torch::zeros({q.size(0), q.size(1), k.size(2), 8}, q.options());
-  if (kernel == "cudnn") {
-    auto r = compat::causal_attention_with_lse(q, k, dummy_v, scale, compat::LseKernel::cudnn);
-    check(r.second.defined(), "cuDNN attention does not take H2O's transposed pass here; use another kernel");
-    return r.second;
-  }
-  auto r = at::_scaled_dot_product_efficient_attention(q, k, dummy_v, c10::nullopt, true, 0.0, true, scale);
-  return compat::row_lse_of(std::get<1>(r), q.size(2));
+  auto r = at::_scaled_dot_product_efficient_attention(q, k, v, c10::nullopt, true, 0.0, true, scale);
+  return {std::get<0>(r), compat::row_lse_of(std::get<1>(r), q.size(2))};
+}
+
+// The row log-sum-exps alone (the output is computed against an 8-wide zero value, thrown away).
+torch::Tensor causal_row_lse(const torch::Tensor& q, const torch::Tensor& k, double scale,
+                             const std::string& kernel = "auto") {
+  auto v = torch::zeros({q.size(0), q.size(1), k.size(2), 8}, q.options());
+  return causal_attention_lse_on(q, k, v, scale, kernel).second;
 }
 
 // H2O's column sums on CUDA from fused attention passes, never materialising scores: (1) the
 // row log-sum-exps lse_i of the causal prefill attention (from the prefill's own kernel when it
 // gave them); (2) the transposed attention, keys as queries and queries as keys, both sequences
-// reversed so that "query i >= key j" becomes an ordinary causal mask, with two extra dimensions
-// that subtract lse_i (split in a high and a low half-precision part). Its own log-sum-exp for
-// key j is then log sum_{i >= j} P_ij.
+// reversed so that "query i >= key j" becomes an ordinary causal mask. Column j's sum is
+// sum_{i >= j} exp(s_ij - lse_i), which pass (2) gets in one of two forms:
+//   "dims": two extra dimensions subtract lse_i from every score (split in a high and a low
+//     half-precision part, so the subtraction keeps float32 accuracy); the pass's own
+//     log-sum-exp for key j is then log of the column sum. Head size D + 8.
+//   "value": the head size stays D; each transposed key i carries the value w_i = exp(c - lse_i)
+//     (c: the middle of the head's lse range), so the output is sum_i softmax_j(i) w_i and the
+//     column sum is that times exp(L_j - c), L_j the pass's log-sum-exp. The output is rounded to
+//     the half-precision type (relative error up to 2^-8 for bf16).
 // q [1, H, T, D], k [1, H_kv, T, D] (prompt only, all valid). Returns [1, H, T] float32.
 torch::Tensor h2o_fused(const torch::Tensor& q, const torch::Tensor& k, torch::Tensor row_lse,
-                        const std::string& kernel) {
+                        const std::string& kernel, const std::string& form = "dims") {
+  check(form == "dims" || form == "value", "unknown H2O pass form '", form, "' (expected dims or value)");
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), G = H / k.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   auto kh = G == 1 ? k : k.repeat_interleave(G, 1);  // [B, H, T, D]
-  if (!row_lse.defined()) row_lse = causal_row_lse(q, kh, scale);
-  auto x = row_lse.to(torch::kFloat32) / scale;
+  if (!row_lse.defined()) row_lse = causal_row_lse(q, kh, scale, kernel);
+  auto lse = row_lse.to(torch::kFloat32);
+  if (form == "value") {
+    auto c = (lse.amax(-1, true) + lse.amin(-1, true)) / 2;  // [B, H, 1]
+    auto v = torch::zeros({B, H, T, 8}, q.options());
+    v.select(-1, 0).copy_((c - lse).exp().flip(2));
+    auto r = causal_attention_lse_on(kh.flip(2), q.flip(2), v, scale, kernel);
+    return (r.first.select(-1, 0).to(torch::kFloat32) * (r.second - c).exp()).flip(2);
+  }
+  auto x = lse / scale;
   auto hi = x.to(q.scalar_type());
   auto lo = (x - hi.to(torch::kFloat32)).to(q.scalar_type());
   const int64_t E = 8;  // extra dims, keeps the head size a multiple of 8
@@ -97,13 +122,14 @@ torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, co
 }
 
 torch::Tensor h2o_column_sums_given_lse(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& row_lse,
-                                        const std::string& kernel) {
+                                        const std::string& kernel, const std::string& form) {
   check(fused_h2o_applies(q, k, torch::Tensor()) && row_lse.defined(),
         "the fused H2O pass needs CUDA, bf16 or fp16, one unpadded prompt and the row log-sum-exps");
 #if JUDGEQ_HAVE_SDPA
-  return h2o_fused(q, k, row_lse, kernel);
+  return h2o_fused(q, k, row_lse, kernel, form);
 #else
   (void)kernel;
+  (void)form;
   return torch::Tensor();
 #endif
 }

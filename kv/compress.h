@@ -38,9 +38,10 @@ torch::Tensor h2o_column_sums(const torch::Tensor& q, const torch::Tensor& k, co
                               const torch::Tensor& row_lse = {});
 torch::Tensor h2o_column_sums_blockwise(const torch::Tensor& q, const torch::Tensor& k);
 // The fused second pass alone (CUDA, bf16/fp16, one unpadded prompt): the transposed attention
-// on `kernel` "flash", "efficient", "cudnn" or "auto" (the fastest that takes the inputs).
+// on `kernel` "flash", "efficient", "cudnn" or "auto" (cuDNN, else Flash, else the efficient
+// kernel), in `form` "dims" (float32-accurate) or "value" (head size unchanged; see compress.cpp).
 torch::Tensor h2o_column_sums_given_lse(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& row_lse,
-                                        const std::string& kernel = "auto");
+                                        const std::string& kernel = "auto", const std::string& form = "dims");
 
 // Records the queries of every forward it sees, per layer (decoded tokens, soft tokens).
 class QueryRecorder : public AttentionProbe {
