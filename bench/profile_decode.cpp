@@ -1,6 +1,9 @@
 // Where the time goes, under LibTorch's Kineto profiler, at a real shape (seeded random weights):
 //   --what decode  one decoding step (model/graph_decode.h, run eagerly) after --context tokens;
 //   --what decode_graph  the same step replayed as a CUDA graph (CUPTI records the graph's kernels);
+//   --what decode_grid  the grid's step: the --context cache (full KV) and a batch of 15 caches of
+//                  256/512/1024 gathered entries per layer decode as two segments of one graph;
+//                  also times each segment's graph alone;
 //   --what train   one judgeq-train step (trainer sample_loss + backward, S = 32 soft tokens, 128
 //                  response tokens) on a --context-token prompt, and the plain prefill beside it.
 // Writes Chrome traces (chrome://tracing or Perfetto) whose CUDA kernel events and CPU operators
@@ -15,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/common.h"
+#include "kv/compress.h"
 #include "model/graph_decode.h"
 #include "model/llama.h"
 #include "trainer/trainer.h"
@@ -79,12 +83,59 @@ int main(int argc, char** argv) {
       profile("train_step", step);
       return 0;
     }
-    check(what == "decode" || what == "decode_graph", "unknown --what '", what,
-          "' (valid: decode, decode_graph, train)");
+    check(what == "decode" || what == "decode_graph" || what == "decode_grid", "unknown --what '", what,
+          "' (valid: decode, decode_graph, decode_grid, train)");
     torch::NoGradGuard ng;
     auto ids = torch::randint(0, cfg.vocab_size, {1, context}, torch::kInt64);
     auto cache = model->new_cache(1);
     auto logits = model->forward(ids.to(dev), cache);
+    if (what == "decode_grid") {
+      // 15 compressed variants: random kept entries (sorted, per KV head) at budgets 256/512/1024.
+      std::vector<KVCache> small;
+      for (int64_t i = 0; i < 15; ++i) {
+        const int64_t keep = int64_t(256) << (i % 3);
+        Selection sel;
+        for (int64_t l = 0; l < cache.n_layers(); ++l)
+          sel.idx.push_back(std::get<0>(
+              std::get<1>(torch::rand({1, cfg.n_kv_heads, context}, torch::TensorOptions().device(dev)).topk(keep, -1))
+                  .sort(-1)));
+        small.push_back(apply_selection(cache, sel));
+      }
+      std::vector<const KVCache*> ptrs;
+      for (auto& c : small) ptrs.push_back(&c);
+      auto tok1 = logits.select(1, 0).argmax(-1);
+      auto time_steps = [&](const std::string& name, std::vector<KVCache*> segs, bool profiled) {
+        int64_t rows = 0;
+        for (auto* c : segs) rows += c->batch();
+        StaticDecoder dec(*model, segs, 2 * steps + 4, true);
+        check(dec.graphed(), "--what decode_grid: this build cannot capture CUDA graphs");
+        auto tok = tok1.expand({rows}).contiguous();
+        for (int i = 0; i < 3; ++i) tok = dec.step(tok).argmax(-1);
+        if (profiled) {
+          profile(name, [&] { tok = dec.step(tok).argmax(-1); });
+          return;
+        }
+        gpu_sync();
+        const double t0 = now_s();
+        for (int64_t i = 0; i < steps; ++i) tok = dec.step(tok).argmax(-1);
+        gpu_sync();
+        std::cout << name << ": " << (now_s() - t0) / double(steps) * 1e3 << " ms per step (" << rows << " rows)\n";
+      };
+      {
+        auto full = cache.clone();
+        time_steps("full_alone", {&full}, false);
+      }
+      {
+        auto batch = KVCache::cat_batch(ptrs);
+        time_steps("batch15_alone", {&batch}, false);
+      }
+      {
+        auto full = cache.clone();
+        auto batch = KVCache::cat_batch(ptrs);
+        time_steps("decode_grid", {&full, &batch}, true);
+      }
+      return 0;
+    }
     const bool graph = what == "decode_graph";
     StaticDecoder dec(*model, cache, 2 * steps + 4, graph);
     check(!graph || dec.graphed(), "--what decode_graph: this build cannot capture CUDA graphs");
