@@ -19,6 +19,7 @@
 
 #include "bench/common.h"
 #include "kv/compress.h"
+#include "model/generate.h"
 #include "model/graph_decode.h"
 #include "model/llama.h"
 #include "trainer/trainer.h"
@@ -121,6 +122,47 @@ int main(int argc, char** argv) {
         gpu_sync();
         std::cout << name << ": " << (now_s() - t0) / double(steps) * 1e3 << " ms per step (" << rows << " rows)\n";
       };
+      // A whole greedy decode of 128 tokens as the grid runs it (decoder built, graph captured, the
+      // steps, the commit): decode_greedy (the host reads token s after queuing step s + 1) against
+      // a loop that reads each step's tokens before it queues the next.
+      auto whole = [&](const std::string& name, bool two) {
+        for (int pass = 0; pass < 2; ++pass) {  // the first pass warms the allocator and cuBLAS
+          auto full = cache.clone();
+          auto batch = KVCache::cat_batch(ptrs);
+          std::vector<KVCache*> segs = {&full};
+          if (two) segs.push_back(&batch);
+          int64_t rows = 0;
+          for (auto* c : segs) rows += c->batch();
+          auto l0 = logits.select(1, 0).expand({rows, cfg.vocab_size}).contiguous();
+          GenerateOptions go;
+          go.max_new_tokens = 128;
+          gpu_sync();
+          double t0 = now_s();
+          decode_greedy(*model, segs, l0, go);
+          gpu_sync();
+          const double t_new = now_s() - t0;
+          auto full2 = cache.clone();
+          auto batch2 = KVCache::cat_batch(ptrs);
+          std::vector<KVCache*> segs2 = {&full2};
+          if (two) segs2.push_back(&batch2);
+          gpu_sync();
+          t0 = now_s();
+          StaticDecoder dec(*model, segs2, 127, true);
+          gpu_sync();
+          const double t_ctor = now_s() - t0;
+          auto lg = l0;
+          for (int i = 0; i < 127; ++i) lg = dec.step(lg.argmax(-1).to(torch::kCPU)).clone();
+          dec.commit();
+          gpu_sync();
+          const double t_old = now_s() - t0;
+          if (pass == 1)
+            std::cout << name << " (" << rows << " rows), 128 tokens: decode_greedy " << t_new
+                      << " s; reading each step before the next " << t_old << " s, of which building the decoder "
+                      << t_ctor << " s\n";
+        }
+      };
+      whole("whole_full", false);
+      whole("whole_grid", true);
       {
         auto full = cache.clone();
         time_steps("full_alone", {&full}, false);
