@@ -19,6 +19,7 @@
 
 #include "bench/common.h"
 #include "kv/compress.h"
+#include "kv/method.h"
 #include "model/generate.h"
 #include "model/graph_decode.h"
 #include "model/llama.h"
@@ -91,17 +92,27 @@ int main(int argc, char** argv) {
     auto cache = model->new_cache(1);
     auto logits = model->forward(ids.to(dev), cache);
     if (what == "decode_grid") {
-      // 15 compressed variants: random kept entries (sorted, per KV head) at budgets 256/512/1024.
+      // 15 compressed variants as the grid makes them: 5 methods x budgets 256/512/1024 (PyramidKV's
+      // per-layer budgets give layers of different, often prime, lengths).
+      std::vector<std::unique_ptr<Method>> methods;
+      for (std::string name : {"streamingllm", "h2o", "snapkv", "pyramidkv", "knorm"}) methods.push_back(make_method(name));
+      std::vector<const Method*> mp;
+      for (auto& m : methods) mp.push_back(m.get());
+      std::vector<int64_t> prompt(context);
+      auto ids_cpu = ids.to(torch::kCPU);
+      for (int64_t i = 0; i < context; ++i) prompt[i] = ids_cpu[0][i].item<int64_t>();
+      auto pcache = model->new_cache(1);
+      PromptState st = prefill_for_compression(*model, prompt, pcache, merge_needs(mp));
       std::vector<KVCache> small;
-      for (int64_t i = 0; i < 15; ++i) {
-        const int64_t keep = int64_t(256) << (i % 3);
-        Selection sel;
-        for (int64_t l = 0; l < cache.n_layers(); ++l)
-          sel.idx.push_back(std::get<0>(
-              std::get<1>(torch::rand({1, cfg.n_kv_heads, context}, torch::TensorOptions().device(dev)).topk(keep, -1))
-                  .sort(-1)));
-        small.push_back(apply_selection(cache, sel));
+      for (auto& m : methods)
+        for (std::string b : {"256", "512", "1024"}) small.push_back(apply_selection(pcache, m->select(st, Budget::parse(b))));
+      std::cout << "batch segment lengths per layer (first 8):";
+      for (int64_t l = 0; l < 8; ++l) {
+        int64_t t = 0;
+        for (auto& c : small) t = std::max(t, c.len(l));
+        std::cout << " " << t;
       }
+      std::cout << "\n";
       std::vector<const KVCache*> ptrs;
       for (auto& c : small) ptrs.push_back(&c);
       auto tok1 = logits.select(1, 0).argmax(-1);
@@ -125,10 +136,12 @@ int main(int argc, char** argv) {
       // A whole greedy decode of 128 tokens as the grid runs it (decoder built, graph captured, the
       // steps, the commit): decode_greedy (the host reads token s after queuing step s + 1) against
       // a loop that reads each step's tokens before it queues the next.
-      auto whole = [&](const std::string& name, bool two) {
+      // exact: the batch in exact-size buffers (a clone), as cat_batch left it before its buffers
+      // got a multiple of 64 rows.
+      auto whole = [&](const std::string& name, bool two, bool exact = false) {
         for (int pass = 0; pass < 2; ++pass) {  // the first pass warms the allocator and cuBLAS
           auto full = cache.clone();
-          auto batch = KVCache::cat_batch(ptrs);
+          auto batch = exact ? KVCache::cat_batch(ptrs).clone() : KVCache::cat_batch(ptrs);
           std::vector<KVCache*> segs = {&full};
           if (two) segs.push_back(&batch);
           int64_t rows = 0;
@@ -142,7 +155,7 @@ int main(int argc, char** argv) {
           gpu_sync();
           const double t_new = now_s() - t0;
           auto full2 = cache.clone();
-          auto batch2 = KVCache::cat_batch(ptrs);
+          auto batch2 = exact ? KVCache::cat_batch(ptrs).clone() : KVCache::cat_batch(ptrs);
           std::vector<KVCache*> segs2 = {&full2};
           if (two) segs2.push_back(&batch2);
           gpu_sync();
@@ -163,6 +176,7 @@ int main(int argc, char** argv) {
       };
       whole("whole_full", false);
       whole("whole_grid", true);
+      whole("whole_grid_exact_size_batch", true, true);
       {
         auto full = cache.clone();
         time_steps("full_alone", {&full}, false);

@@ -169,35 +169,38 @@ KVCache KVCache::cat_batch(const std::vector<const KVCache*>& caches) {
   KVCache out(f.n_layers(), b, f.n_kv_heads_, f.head_dim_, f.dtype_, f.device_);
   out.next_pos_.clear();
   for (auto* c : caches) out.next_pos_.insert(out.next_pos_.end(), c->next_pos_.begin(), c->next_pos_.end());
+  auto opt = torch::TensorOptions().dtype(f.dtype_).device(f.device_);
   for (int64_t l = 0; l < f.n_layers(); ++l) {
     int64_t t = 0;
     bool ragged = false;
     for (auto* c : caches) t = std::max(t, c->len(l));
     for (auto* c : caches) ragged |= c->len(l) != t || c->valid(l).defined();
-    std::vector<torch::Tensor> ks, vs, ps, val;
-    for (auto* c : caches) {
-      const int64_t pad = t - c->len(l);
-      auto k = c->keys(l), v = c->values(l), p = c->positions(l);
-      auto cv = c->valid(l);
-      if (!cv.defined()) cv = torch::ones({c->batch_, c->n_kv_heads_, c->len(l)}, p.options().dtype(torch::kBool));
-      if (pad) {
-        k = torch::cat({k, torch::zeros({c->batch_, c->n_kv_heads_, pad, c->head_dim_}, k.options())}, 2);
-        v = torch::cat({v, torch::zeros({c->batch_, c->n_kv_heads_, pad, c->head_dim_}, v.options())}, 2);
-        p = torch::cat({p, torch::zeros({c->batch_, c->n_kv_heads_, pad}, p.options())}, 2);
-        cv = torch::cat({cv, torch::zeros({c->batch_, c->n_kv_heads_, pad}, cv.options())}, 2);
-      }
-      ks.push_back(k);
-      vs.push_back(v);
-      ps.push_back(p);
-      val.push_back(cv);
-    }
     Layer& L = out.layers_[l];
     L.len = t;
     if (!t) continue;
-    L.k = torch::cat(ks, 0);
-    L.v = torch::cat(vs, 0);
-    L.pos = torch::cat(ps, 0);
-    if (ragged) L.valid = torch::cat(val, 0);
+    // One buffer, zero past each cache's length, of a multiple of 64 rows: the CUDA-graph decoder
+    // splits its reduction over the cache into equal chunks of the buffer (model/graph_decode.cpp),
+    // which needs a divisor of the capacity (a batch of evicted caches often has a prime length).
+    const int64_t cap = t > 64 ? (t + 63) / 64 * 64 : t;
+    L.k = torch::zeros({b, f.n_kv_heads_, cap, f.head_dim_}, opt);
+    L.v = torch::zeros({b, f.n_kv_heads_, cap, f.head_dim_}, opt);
+    L.pos = torch::zeros({b, f.n_kv_heads_, cap}, opt.dtype(torch::kInt64));
+    if (ragged) L.valid = torch::zeros({b, f.n_kv_heads_, cap}, opt.dtype(torch::kBool));
+    int64_t r = 0;
+    for (auto* c : caches) {
+      const int64_t n = c->len(l), cb = c->batch_;
+      if (n) {
+        L.k.narrow(0, r, cb).narrow(2, 0, n).copy_(c->keys(l));
+        L.v.narrow(0, r, cb).narrow(2, 0, n).copy_(c->values(l));
+        L.pos.narrow(0, r, cb).narrow(2, 0, n).copy_(c->positions(l));
+        if (ragged) {
+          auto cv = c->valid(l);
+          if (cv.defined()) L.valid.narrow(0, r, cb).narrow(2, 0, n).copy_(cv);
+          else L.valid.narrow(0, r, cb).narrow(2, 0, n).fill_(true);
+        }
+      }
+      r += cb;
+    }
   }
   return out;
 }

@@ -98,6 +98,18 @@ TEST(KVCache, CatAndSelectBatch) {
   auto s = c.select_batch({1});
   EXPECT_TRUE(torch::equal(s.keys(0), b.keys(0)));
   EXPECT_EQ(s.next_positions(), (std::vector<int64_t>{9}));
+  EXPECT_TRUE(torch::equal(c.keys(0)[0].narrow(1, 0, 3), a.keys(0)[0]));
+  EXPECT_EQ(c.keys(0)[0].narrow(1, 3, 2).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(c.positions(0)[1][0][4].item<int64_t>(), 4);
+  // Past 64 entries the buffer has a multiple of 64 rows (a prime length here), contents unchanged.
+  KVCache d(1, 1, 1, 2, torch::kFloat32, torch::kCPU);
+  d.append(0, torch::randn({1, 1, 97, 2}), torch::randn({1, 1, 97, 2}), torch::arange(97).view({1, 97}));
+  auto e = KVCache::cat_batch({&a, &d});
+  EXPECT_EQ(e.len(0), 97);
+  EXPECT_EQ(e.values(0).stride(1), 128 * 2);
+  EXPECT_TRUE(torch::equal(e.values(0)[1], d.values(0)[0]));
+  EXPECT_EQ(e.valid(0)[1][0].sum().item<int64_t>(), 97);
+  EXPECT_EQ(e.valid(0)[0][0].sum().item<int64_t>(), 3);
 }
 
 TEST(ModelConfig, ParsesBothRopeFormatsAndEosLists) {
