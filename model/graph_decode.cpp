@@ -214,16 +214,13 @@ StaticDecoder::StaticDecoder(const LlamaModel& model, const std::vector<KVCache*
       S.ck.push_back(cache.keys(l).reshape({Bs * I.Hc, len, I.D}));
       S.cv.push_back(cache.values(l).reshape({Bs * I.Hc, len, I.D}));
       // The split reduction needs the buffer as [B*Hc, cap, D] with one stride per head and a chunk
-      // size c in [16, 1024] dividing cap, with at least 2 chunks: the largest multiple of 128 that
-      // does, else the largest that does (cuBLAS ran chunks of 992 rows on a kernel 8x slower than
-      // the memory allows).
+      // size c in [16, 1024] dividing cap, with at least 2 chunks.
       auto vv = cache.values(l);
       const int64_t cap = vv.stride(2) == I.D && vv.stride(3) == 1 ? vv.stride(1) / I.D : 0;
       int64_t ch = 0;
       const bool uniform = cap > 0 && vv.stride(1) == cap * I.D && vv.stride(0) == I.Hc * cap * I.D;
-      for (int64_t step : {128, 1})
-        for (int64_t cand = std::min<int64_t>(1024, cap / 2) / step * step; uniform && cand >= 16 && ch == 0; cand -= step)
-          if (cap % cand == 0) ch = cand;
+      for (int64_t cand = std::min<int64_t>(1024, cap / 2); uniform && cand >= 16 && ch == 0; --cand)
+        if (cap % cand == 0) ch = cand;
       if (ch > 0 && len >= ch) {
         auto full = vv.as_strided({Bs * I.Hc, cap, I.D}, {cap * I.D, I.D, 1});
         if (cap > len) full.narrow(1, len, cap - len).zero_();  // unused capacity: weight 0 must not meet NaN

@@ -178,11 +178,10 @@ KVCache KVCache::cat_batch(const std::vector<const KVCache*>& caches) {
     Layer& L = out.layers_[l];
     L.len = t;
     if (!t) continue;
-    // One buffer, zero past each cache's length, of a multiple of 256 rows (64 below 256): the
-    // CUDA-graph decoder splits its reduction over the cache into equal chunks of the buffer
-    // (model/graph_decode.cpp), which needs a divisor of the capacity (a batch of evicted caches
-    // often has a prime length).
-    const int64_t cap = t >= 256 ? (t + 255) / 256 * 256 : t > 64 ? (t + 63) / 64 * 64 : t;
+    // One buffer, zero past each cache's length, of a multiple of 64 rows: the CUDA-graph decoder
+    // splits its reduction over the cache into equal chunks of the buffer (model/graph_decode.cpp),
+    // which needs a divisor of the capacity (a batch of evicted caches often has a prime length).
+    const int64_t cap = t > 64 ? (t + 63) / 64 * 64 : t;
     L.k = torch::zeros({b, f.n_kv_heads_, cap, f.head_dim_}, opt);
     L.v = torch::zeros({b, f.n_kv_heads_, cap, f.head_dim_}, opt);
     L.pos = torch::zeros({b, f.n_kv_heads_, cap}, opt.dtype(torch::kInt64));

@@ -58,7 +58,7 @@ class KVCache {
   // The cache of sequences `rows` (a copy).
   KVCache select_batch(const std::vector<int64_t>& rows) const;
   // Concatenates caches along the batch; shorter layers are padded with invalid entries. Each
-  // layer's buffer has a multiple of 256 rows (64 below 256; see graph_decode.cpp's split reduction).
+  // layer's buffer has a multiple of 64 rows past 64 (see graph_decode.cpp's split reduction).
   static KVCache cat_batch(const std::vector<const KVCache*>& caches);
 
   // Bytes of the K/V entries in use (what attention reads), and of everything allocated.
