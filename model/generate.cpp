@@ -64,7 +64,7 @@ GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*
   int64_t n_done = 0;
   // On CUDA each step is one replayed CUDA graph (model/graph_decode.h); eager forward() otherwise.
   std::unique_ptr<StaticDecoder> fast;
-  bool all_static = opt.static_decode && (model.device().is_cuda() || opt.static_decode_on_cpu) && opt.max_new_tokens > 1;
+  bool all_static = opt.static_decode && model.device().is_cuda() && opt.max_new_tokens > 1;
   for (auto* c : caches) all_static = all_static && StaticDecoder::available(model, *c, opt.max_new_tokens - 1);
   if (all_static) {
     try {
@@ -75,8 +75,8 @@ GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*
       warned = true;
     }
   }
-  // Takes one step's tokens [B] (host); true when every row has stopped.
-  auto take = [&](const torch::Tensor& next) {
+  for (int64_t step = 0; step < opt.max_new_tokens && n_done < B; ++step) {
+    auto next = next_logits.argmax(-1).to(torch::kCPU);  // [B]
     auto acc = next.accessor<int64_t, 1>();
     for (int64_t b = 0; b < B; ++b) {
       if (done[b]) continue;
@@ -87,27 +87,11 @@ GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*
         ++n_done;
       }
     }
-    return n_done == B;
-  };
-  if (fast) {
-    // Token s + 1's step is queued before token s is read, so the device never waits for the host;
-    // the steps fed past the last token needed are not committed.
-    auto tok = next_logits.argmax(-1);  // token 0, on the device
-    int64_t s = 0;
-    if (!take(tok.to(torch::kCPU)) && opt.max_new_tokens > 1) {
-      tok = fast->queue_greedy(tok);
-      for (s = 1; s < opt.max_new_tokens; ++s) {
-        if (s + 1 < opt.max_new_tokens) tok = fast->queue_greedy(tok);
-        if (take(fast->host_tokens(s - 1))) break;
-      }
-      s = std::min<int64_t>(s, opt.max_new_tokens - 1);
+    if (n_done == B || step + 1 == opt.max_new_tokens) break;
+    if (fast) {
+      next_logits = fast->step(next).clone();  // own copy: the graph's output buffer dies with it
+      continue;
     }
-    fast->commit(s);  // tokens 0 .. s - 1 were fed
-    return r;
-  }
-  for (int64_t step = 0; step < opt.max_new_tokens && n_done < B; ++step) {
-    auto next = next_logits.argmax(-1).to(torch::kCPU);  // [B]
-    if (take(next) || step + 1 == opt.max_new_tokens) break;
     ForwardOptions fo;
     fo.chunk = opt.chunk;
     std::vector<torch::Tensor> parts;  // each cache's rows on their own
@@ -119,6 +103,7 @@ GenerateResult decode_greedy(const LlamaModel& model, const std::vector<KVCache*
     }
     next_logits = parts.size() == 1 ? parts[0] : torch::cat(parts, 0);
   }
+  if (fast) fast->commit();
   return r;
 }
 

@@ -15,7 +15,6 @@ struct GenerateOptions {
   std::vector<int64_t> stop_ids;  // generation of a row ends after it emits one of these
   int64_t chunk = 4096;           // prefill chunk (see ForwardOptions::chunk)
   bool static_decode = true;      // on CUDA: one CUDA graph per step (model/graph_decode.h)
-  bool static_decode_on_cpu = false;  // the same fixed-shape steps, eagerly, on CPU (tests its loop)
 };
 
 struct GenerateResult {
@@ -28,7 +27,7 @@ GenerateResult generate(const LlamaModel& model, const std::vector<std::vector<i
                         const GenerateOptions& opt);
 
 // Greedy decoding from `cache`, whose next-token logits are `next_logits` [B, V]. The cache grows
-// by the tokens fed back (every generated token but the last).
+// by the generated tokens.
 GenerateResult decode_greedy(const LlamaModel& model, KVCache& cache, torch::Tensor next_logits,
                              const GenerateOptions& opt);
 // The same over several caches as one batch (rows in the order of the caches; next_logits holds

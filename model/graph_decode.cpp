@@ -55,10 +55,8 @@ struct StaticDecoder::Impl {
   std::vector<torch::Tensor> new_k, new_v;  // per layer [B, Hc, max_steps, D]
   torch::Tensor logits;                     // [B, V] float32 (output of the last step)
   bool use_graph = false;
-  torch::Tensor host_tok;  // [max_steps, B] int64 (pinned on CUDA): queue_greedy's tokens
 #if JUDGEQ_HAVE_CUDA_GRAPHS
   std::unique_ptr<at::cuda::CUDAGraph> graph;
-  std::vector<std::unique_ptr<at::cuda::CUDAEvent>> copied;  // per step: its host copy is done
 #endif
 
   Impl(const LlamaModel& m, int64_t steps) : model(m), max_steps(steps) {}
@@ -294,42 +292,12 @@ torch::Tensor StaticDecoder::step(const torch::Tensor& tokens) {
   return I.logits;
 }
 
-torch::Tensor StaticDecoder::queue_greedy(const torch::Tensor& tokens) {
-  Impl& I = *impl_;
-  auto next = step(tokens).argmax(-1);  // [B] on the device
-  const int64_t k = I.n_steps - 1;
-  const bool cuda = next.is_cuda();
-  if (!I.host_tok.defined()) {
-    I.host_tok = torch::empty({I.max_steps, I.B}, torch::kInt64);
-    if (cuda) I.host_tok = I.host_tok.pin_memory();
-  }
-  I.host_tok[k].copy_(next, /*non_blocking=*/cuda);
-#if JUDGEQ_HAVE_CUDA_GRAPHS
-  if (cuda) {
-    if (static_cast<int64_t>(I.copied.size()) <= k) I.copied.resize(k + 1);
-    I.copied[k] = std::make_unique<at::cuda::CUDAEvent>();
-    I.copied[k]->record(c10::cuda::getCurrentCUDAStream(next.device().index()));
-  }
-#endif
-  return next;
-}
-
-torch::Tensor StaticDecoder::host_tokens(int64_t k) {
-  Impl& I = *impl_;
-  check(k >= 0 && k < I.n_steps && I.host_tok.defined(), "static decoder: no queued greedy step ", k);
-#if JUDGEQ_HAVE_CUDA_GRAPHS
-  if (k < static_cast<int64_t>(I.copied.size()) && I.copied[k]) I.copied[k]->synchronize();
-#endif
-  return I.host_tok[k];
-}
-
 int64_t StaticDecoder::steps() const { return impl_->n_steps; }
 bool StaticDecoder::graphed() const { return impl_->use_graph; }
 
-void StaticDecoder::commit(int64_t n) {
+void StaticDecoder::commit() {
   Impl& I = *impl_;
-  if (n < 0) n = I.n_steps;
-  check(n <= I.n_steps, "static decoder: cannot commit ", n, " steps of ", I.n_steps);
+  const int64_t n = I.n_steps;
   if (n == 0) return;
   for (auto& S : I.segs) {
     std::vector<int64_t> base(I.base_pos.begin() + S.r0, I.base_pos.begin() + S.r0 + S.B);

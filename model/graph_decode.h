@@ -38,19 +38,10 @@ class StaticDecoder {
   // Feeds tokens [B] (int64, any device) and returns the next-token logits [B, V] float32 (a
   // buffer reused by the next step: copy it to keep it).
   torch::Tensor step(const torch::Tensor& tokens);
-  // Greedy decoding with the host behind the device: queues a step fed with `tokens` ([B] int64 on
-  // the model's device), the argmax of its logits, and that argmax's copy to host memory. Returns
-  // the argmax on the device (what the next call feeds). host_tokens(k) waits for the k-th step's
-  // copy only, so the steps queued meanwhile run on the device without a gap (a blocking read
-  // after each step leaves the device idle while the host reads and queues the next one).
-  torch::Tensor queue_greedy(const torch::Tensor& tokens);
-  // The greedy tokens [B] (int64, host) of the k-th step (0-based; k < steps()).
-  torch::Tensor host_tokens(int64_t k);
   int64_t steps() const;
   bool graphed() const;
-  // Appends the first n fed tokens' keys and values (every step's when n < 0) to the cache(s) and
-  // advances their positions; no more steps after it.
-  void commit(int64_t n = -1);
+  // Appends the fed tokens' keys and values to the cache(s) and advances their positions.
+  void commit();
 
  private:
   struct Impl;

@@ -200,42 +200,6 @@ TEST(StaticDecode, GreedyGenerationUsesItOnlyWhereAsked) {
   EXPECT_EQ(a.tokens, b.tokens);
 }
 
-// decode_greedy's fixed-shape loop queues token s + 1's step before it reads token s: with rows
-// stopping at different steps (or at once), its tokens, finish reasons and the cache it leaves
-// (only the tokens fed back, not the step queued past the end) equal the eager token-by-token loop.
-TEST(StaticDecode, GreedyLoopQueuesAheadAndCommitsOnlyWhatWasFed) {
-  torch::NoGradGuard ng;
-  auto m = tiny();
-  const int64_t V = m->config().vocab_size;
-  auto cache = m->new_cache(2);
-  auto logits = prefill(*m, {ids(21, V, 5), ids(14, V, 8)}, cache);
-  GenerateOptions eager;
-  eager.max_new_tokens = 9;
-  eager.static_decode = false;
-  KVCache c0 = cache.clone();
-  const auto free_run = decode_greedy(*m, c0, logits, eager).tokens;
-  ASSERT_EQ(free_run[0].size(), 9u);
-  const std::vector<std::vector<int64_t>> stops = {
-      {}, {free_run[0][3]}, {free_run[0][2], free_run[1][5]}, {free_run[0][0], free_run[1][0]}, {free_run[1][7]}};
-  for (const auto& stop : stops) {
-    SCOPED_TRACE("stop ids: " + std::to_string(stop.size()));
-    GenerateOptions a = eager, b = eager;
-    a.stop_ids = b.stop_ids = stop;
-    b.static_decode = true;
-    b.static_decode_on_cpu = true;
-    KVCache ca = cache.clone(), cb = cache.clone();
-    auto ra = decode_greedy(*m, ca, logits, a), rb = decode_greedy(*m, cb, logits, b);
-    EXPECT_EQ(ra.tokens, rb.tokens);
-    EXPECT_EQ(ra.finish, rb.finish);
-    EXPECT_EQ(ca.next_positions(), cb.next_positions());
-    for (int64_t l = 0; l < m->config().n_layers; ++l) {
-      ASSERT_EQ(ca.len(l), cb.len(l)) << "layer " << l;
-      EXPECT_LT((ca.keys(l) - cb.keys(l)).abs().max().item<double>(), 1e-5);
-      EXPECT_TRUE(torch::equal(ca.positions(l), cb.positions(l)));
-    }
-  }
-}
-
 TEST(StaticDecode, RefusesMoreStepsThanBuiltFor) {
   torch::NoGradGuard ng;
   auto m = tiny();
