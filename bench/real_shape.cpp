@@ -292,15 +292,9 @@ int main(int argc, char** argv) {
       const int64_t T = 8192;
       auto q = (torch::randn({1, cfg.n_heads, T, cfg.head_dim}, o) * 1.5);
       auto k = (torch::randn({1, cfg.n_kv_heads, T, cfg.head_dim}, o) * 1.5);
-      gpu_sync();
-      double t0 = now_s();
+      // Accuracy only: --mode h2o times the kernels (warm, repeated).
       auto fused = h2o_column_sums(q, k);
-      gpu_sync();
-      const double tf = now_s() - t0;
-      t0 = now_s();
       auto ref = h2o_column_sums_blockwise(q, k);
-      gpu_sync();
-      const double tb = now_s() - t0;
       auto err = (fused - ref).abs();
       auto top_f = std::get<1>(fused.topk(1024, -1)), top_r = std::get<1>(ref.topk(1024, -1));
       auto hits = torch::zeros_like(ref).scatter_(-1, top_r, 1.0).gather(-1, top_f).sum().item<double>();
@@ -308,9 +302,7 @@ int main(int argc, char** argv) {
                                 {"max_abs_error", err.max().item<double>()},
                                 {"max_rel_error", (err / ref.abs().clamp_min(1e-3)).max().item<double>()},
                                 {"mean_column_sum", ref.mean().item<double>()},
-                                {"top1024_agreement", hits / double(top_f.numel())},
-                                {"fused_seconds", tf},
-                                {"blockwise_seconds", tb}};
+                                {"top1024_agreement", hits / double(top_f.numel())}};
       std::cerr << "h2o fused check: " << res["h2o_fused_check"].dump() << "\n";
     }
     std::ofstream(out + "/judgeq_speed.json") << res.dump(2) << "\n";
