@@ -23,10 +23,13 @@ if has grid; then
     --tokenizer .dev/data/tokenizers/llama3/tokenizer.model --data-root .dev/data --out "$OUT" || echo "grid bench failed"
 fi
 if has h2o; then
-  # H2O's cost at 32K: the prefill with and without it, and each kernel of its fused passes.
+  # H2O's cost at each of H2O_LENGTHS: the prefill with and without it, and each kernel of its
+  # fused passes (judgeq_h2o_N.json).
   d=$(mktemp -d); cp bench/configs/llama-3.1-8b.json $d/config.json
-  timeout 200 ./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode h2o --lengths 32768 --reps 3 \
-    --out "$OUT" || echo "h2o bench failed"
+  for n in ${H2O_LENGTHS:-8192 32768 131072}; do
+    timeout 200 ./build-gpu/bench/judgeq_bench_real_shape --config $d/config.json --mode h2o --lengths $n --reps 3 \
+      --out $d && mv $d/judgeq_h2o.json "$OUT/judgeq_h2o_$n.json" || echo "h2o bench failed at $n"
+  done
 fi
 has parity || PARITY_MODELS=""
 for name in ${PARITY_MODELS-llama-3.1-8b mistral-7b-v0.3}; do
