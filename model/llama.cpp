@@ -38,11 +38,6 @@ torch::Tensor rope_inv_freq(const ModelConfig& c) {
   return inv;
 }
 
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  auto halves = x.chunk(2, -1);
-  return x * cos + torch::cat({-halves[1], halves[0]}, -1) * sin;
-}
-
 torch::Tensor rope_signed_sin(const torch::Tensor& sin) {
   auto halves = sin.chunk(2, -1);
   return torch::cat({-halves[0], halves[1]}, -1);

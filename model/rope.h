@@ -8,11 +8,9 @@
 namespace judgeq {
 // [D/2] float32, as transformers computes them (with llama3/linear scaling).
 torch::Tensor rope_inv_freq(const ModelConfig& config);
-// x * cos + rotate_half(x) * sin with HF's rotate-half convention.
-torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
-// The same values bit for bit in one kernel fewer (no negation of x; the in-place add needs no new
-// buffer): x * cos + swap_halves(x) * sin_signed, where sin_signed is sin with its first half
-// negated (rope_signed_sin) and negation is exact.
+// HF's x * cos + rotate_half(x) * sin, bit for bit, in one kernel fewer (no negation of x; the
+// in-place add needs no new buffer): x * cos + swap_halves(x) * sin_signed, where sin_signed is
+// sin with its first half negated (rope_signed_sin) and negation is exact.
 torch::Tensor apply_rope_signed(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin_signed);
 torch::Tensor rope_signed_sin(const torch::Tensor& sin);
 // HF LlamaRMSNorm: statistics in float32, the weight applied after casting back.

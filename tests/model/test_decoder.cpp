@@ -202,6 +202,12 @@ TEST(Decoder, MistralSlidingWindowMasksOldKeys) {
   }
 }
 
+// HF's RoPE: x * cos + rotate_half(x) * sin, the reference.
+torch::Tensor hf_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto halves = x.chunk(2, -1);
+  return x * cos + torch::cat({-halves[1], halves[0]}, -1) * sin;
+}
+
 // RoPE as the forward pass computes it (swapped halves times a sign-folded sine, added in place)
 // is HF's rotate-half form bit for bit, in float32 and in bf16; and it is the rotation.
 TEST(Decoder, SignedRopeEqualsRotateHalfBitForBit) {
@@ -212,10 +218,10 @@ TEST(Decoder, SignedRopeEqualsRotateHalfBitForBit) {
   auto cos = emb.cos(), sin = emb.sin();
   for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
     auto xd = x.to(dt), cd = cos.to(dt), sd = sin.to(dt);
-    EXPECT_TRUE(torch::equal(apply_rope_signed(xd, cd, rope_signed_sin(sd)), apply_rope(xd, cd, sd))) << dt;
+    EXPECT_TRUE(torch::equal(apply_rope_signed(xd, cd, rope_signed_sin(sd)), hf_rope(xd, cd, sd))) << dt;
   }
   // The first half is x1 cos - x2 sin, the second x2 cos + x1 sin.
-  auto ref = apply_rope(x.to(torch::kFloat64), cos.to(torch::kFloat64), sin.to(torch::kFloat64));
+  auto ref = hf_rope(x.to(torch::kFloat64), cos.to(torch::kFloat64), sin.to(torch::kFloat64));
   auto x1 = x.narrow(-1, 0, 8).to(torch::kFloat64), x2 = x.narrow(-1, 8, 8).to(torch::kFloat64);
   auto c = cos.narrow(-1, 0, 8).to(torch::kFloat64), s = sin.narrow(-1, 0, 8).to(torch::kFloat64);
   EXPECT_LT((ref.narrow(-1, 0, 8) - (x1 * c - x2 * s)).abs().max().item<double>(), 1e-12);
